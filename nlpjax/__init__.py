@@ -1,0 +1,3 @@
+"""nlpjax: a pure-functional JAX/Flax research framework for NLP."""
+
+__version__ = "0.1.0"

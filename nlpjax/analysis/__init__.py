@@ -1,0 +1,1 @@
+"""Analysis: plots of training runs and model probes."""

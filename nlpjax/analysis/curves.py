@@ -1,0 +1,37 @@
+"""Training curves: train and eval loss against step, as a PNG in the workdir."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from nlpjax.training.metrics import read_metrics  # noqa: E402
+
+
+def plot_curves(workdir: str | Path, output: str | Path | None = None) -> Path:
+    """Plots ``train/loss`` and ``eval/loss`` (and eval perplexity if logged)."""
+    rows = read_metrics(workdir)
+    if not rows:
+        raise FileNotFoundError(f"no metrics.jsonl in {workdir}: train first")
+    output = Path(output or Path(workdir) / "curves.png")
+
+    def series(key):
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for key, style in (("train/loss", "-"), ("eval/loss", "o-")):
+        steps, values = series(key)
+        if steps:
+            ax.plot(steps, values, style, label=key, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(f"{Path(workdir).name}: training curves")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(output)
+    plt.close(fig)
+    return output

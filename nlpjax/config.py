@@ -1,0 +1,301 @@
+"""Experiment configs: ml_collections files, command-line overrides, typed frozen sections.
+
+An experiment is a Python file with ``get_config(arg)`` returning a ``ConfigDict``
+(``experiments/*.py``). ``load_config`` reads it, applies ``--config.a.b=value``
+overrides, rejects unknown keys (suggesting the closest valid one), and converts every
+section to a frozen dataclass. Generic sections (optim, train, eval, checkpoint) live
+here; the ``model`` and ``data`` sections belong to the task named by ``config.task``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import json
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A config file, override or value is invalid; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup, cosine decay and global-norm clipping."""
+
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | constant
+    min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio (cosine)
+    b1: float = 0.9
+    b2: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    clip_norm: float = 1.0  # 0 disables clipping
+
+    def __post_init__(self):
+        _check(self.name in ("adamw", "sgd"), f"optim.name must be adamw or sgd, got {self.name!r}")
+        _check(self.schedule in ("cosine", "constant"), "optim.schedule must be cosine|constant")
+        _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Length of the run and how it is driven."""
+
+    steps: int = 2000
+    log_every: int = 50
+    steps_per_dispatch: int = 10  # train steps fused into one jitted lax.scan call
+    progress: bool = True
+
+    def __post_init__(self):
+        _check(self.steps > 0, f"train.steps must be > 0, got {self.steps}")
+        _check(self.log_every > 0, "train.log_every must be > 0")
+        _check(self.steps_per_dispatch > 0, "train.steps_per_dispatch must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Periodic evaluation on a fixed set of validation batches."""
+
+    every: int = 250
+    num_batches: int = 50
+    seed: int = 1234
+
+    def __post_init__(self):
+        _check(self.every > 0, "eval.every must be > 0")
+        _check(self.num_batches > 0, "eval.num_batches must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """Orbax checkpointing: cadence, retention, async writes."""
+
+    every: int = 500
+    max_to_keep: int = 3
+    async_save: bool = True
+
+    def __post_init__(self):
+        _check(self.every > 0, "checkpoint.every must be > 0")
+        _check(self.max_to_keep > 0, "checkpoint.max_to_keep must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole, validated experiment config. ``model`` and ``data`` are task-specific."""
+
+    task: str
+    seed: int
+    model: Any
+    data: Any
+    optim: OptimConfig
+    train: TrainConfig
+    eval: EvalConfig
+    checkpoint: CheckpointConfig
+
+    def __post_init__(self):
+        k = self.train.steps_per_dispatch
+        for name, every in (
+            ("train.log_every", self.train.log_every),
+            ("eval.every", self.eval.every),
+            ("checkpoint.every", self.checkpoint.every),
+        ):
+            _check(
+                every % k == 0,
+                f"{name}={every} must be a multiple of train.steps_per_dispatch={k} "
+                f"(steps run {k} at a time); change one of them",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+GENERIC_SECTIONS: dict[str, type] = {
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "checkpoint": CheckpointConfig,
+}
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading files and applying overrides (on ConfigDicts).
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """Loads ``path[:arg]``: imports the file and calls its ``get_config(arg)``."""
+    path_str, _, arg = spec.partition(":")
+    path = Path(path_str)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path_str!r} (pass --config=path/to/file.py)")
+    module_spec = importlib.util.spec_from_file_location(f"_nlpjax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path_str} defines no get_config(arg) function")
+    cd = module.get_config(arg or None)
+    if not isinstance(cd, ml_collections.ConfigDict):
+        raise ConfigError(f"{path_str}: get_config must return an ml_collections.ConfigDict")
+    return cd
+
+
+def flat_keys(tree: Mapping, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in tree.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, Mapping | ml_collections.ConfigDict):
+            keys.extend(flat_keys(v, full + "."))
+        else:
+            keys.append(full)
+    return keys
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if not close:  # try matching the last component only
+        last = key.rsplit(".", 1)[-1]
+        close = [k for k in valid if difflib.get_close_matches(last, [k.rsplit(".", 1)[-1]])][:1]
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def parse_value(text: str, current: Any, key: str) -> Any:
+    """Converts an override string to the type of the value it replaces."""
+    try:
+        if isinstance(current, bool):
+            low = text.lower()
+            if low in ("true", "1", "yes"):
+                return True
+            if low in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if isinstance(current, int):
+            value = float(text) if any(c in text for c in ".eE") else int(text)
+            if float(value) != int(value):
+                raise ValueError
+            return int(value)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, str):
+            return text
+        if isinstance(current, tuple | list):
+            return tuple(ast.literal_eval(text))
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    type_name = type(current).__name__
+    raise ConfigError(f"--config.{key}={text!r}: expected a {type_name} (current value {current!r})")
+
+
+def apply_overrides(cd: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> None:
+    """Applies ``{"optim.lr": "3e-4"}``-style overrides in place; unknown keys raise."""
+    valid = flat_keys(cd)
+    for key, text in overrides.items():
+        if key not in valid:
+            raise ConfigError(f"unknown config key '{key}'{_suggest(key, valid)}")
+        *parents, leaf = key.split(".")
+        node = cd
+        for p in parents:
+            node = node[p]
+        value = parse_value(text, node[leaf], key)
+        with node.ignore_type():
+            node[leaf] = value
+
+
+# ---------------------------------------------------------------------------------------
+# Converting to typed frozen dataclasses.
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], key)
+    if origin is tuple:
+        if not isinstance(value, tuple | list):
+            raise ConfigError(f"config key '{key}' must be a tuple, got {value!r}")
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (
+        isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
+    ):
+        raise ConfigError(f"config key '{key}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def build_section(cls: type, values: Mapping, path: str) -> Any:
+    """Converts a mapping to dataclass ``cls``; unknown keys and bad types raise."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    valid = [f"{path}.{name}" for name in fields]
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{path}.{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{full}'{_suggest(full, valid)}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"config section '{path}' is missing keys: {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def resolve(tree: Mapping) -> Config:
+    """Validates a (ConfigDict or plain dict) config tree into a frozen ``Config``."""
+    from nlpjax.tasks import TASKS  # tasks import this module; resolve lazily
+
+    tree = tree.to_dict() if isinstance(tree, ml_collections.ConfigDict) else dict(tree)
+    top = {"task", "seed", "model", "data", *GENERIC_SECTIONS}
+    for key in tree:
+        if key not in top:
+            raise ConfigError(f"unknown config section '{key}'{_suggest(key, sorted(top))}")
+    for key in top:
+        if key not in tree:
+            raise ConfigError(f"config is missing the '{key}' section")
+    task_name = tree["task"]
+    if task_name not in TASKS:
+        raise ConfigError(f"unknown task {task_name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    task_cls = TASKS[task_name]
+    sections = {name: build_section(cls, tree[name], name) for name, cls in GENERIC_SECTIONS.items()}
+    return Config(
+        task=task_name,
+        seed=_coerce(tree["seed"], int, "seed"),
+        model=build_section(task_cls.model_config_cls, tree["model"], "model"),
+        data=build_section(task_cls.data_config_cls, tree["data"], "data"),
+        **sections,
+    )
+
+
+def load_config(spec: str, overrides: Mapping[str, str] | None = None) -> Config:
+    """File spec (``path[:arg]``) + overrides -> validated ``Config``."""
+    cd = load_config_file(spec)
+    apply_overrides(cd, overrides or {})
+    return resolve(cd)
+
+
+def from_json(text: str) -> Config:
+    return resolve(json.loads(text))

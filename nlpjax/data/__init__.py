@@ -1,0 +1,1 @@
+"""Data: raw corpora, TFDS builders, tokenizers and grain pipelines."""

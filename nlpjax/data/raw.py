@@ -1,0 +1,79 @@
+"""Finding raw corpora: ``$NLPJAX_DATA_DIR`` first, else a checksummed download.
+
+Raw files are never part of the repository. On machines without network access the
+file must already be under ``$NLPJAX_DATA_DIR``; set ``NLPJAX_OFFLINE=1`` to skip the
+download attempt entirely.
+"""
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path.home() / ".cache" / "nlpjax" / "data"
+
+
+class DataError(ValueError):
+    """Missing, empty or malformed input data; the message names the file and the fix."""
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("NLPJAX_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(url: str, dest: Path, md5: str | None) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            tmp.write(response.read())
+    got = md5sum(Path(tmp.name))
+    if md5 and got != md5:
+        os.unlink(tmp.name)
+        raise DataError(f"download of {url} has md5 {got}, expected {md5}; not saved")
+    os.replace(tmp.name, dest)
+
+
+def locate(relpath: str, url: str | None = None, md5: str | None = None) -> Path:
+    """Returns the path of raw file ``relpath`` under the data dir, downloading if allowed."""
+    path = data_dir() / relpath
+    if path.is_file():
+        return path
+    reason = "NLPJAX_OFFLINE=1 is set" if os.environ.get("NLPJAX_OFFLINE") == "1" else None
+    if url and reason is None:
+        try:
+            _download(url, path, md5)
+            return path
+        except DataError:
+            raise
+        except Exception as e:  # network errors of every kind
+            reason = f"download of {url} failed: {e}"
+    raise DataError(
+        f"raw data file not found: {path}\n"
+        f"Set NLPJAX_DATA_DIR to a directory that contains {relpath} "
+        f"(currently NLPJAX_DATA_DIR={os.environ.get('NLPJAX_DATA_DIR', '<unset>')})"
+        + (f"; {reason}" if reason else "")
+    )
+
+
+def read_text(path: Path, errors: str = "strict") -> str:
+    """Reads a UTF-8 text file; bad bytes raise DataError with the byte offset."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not valid UTF-8 at byte offset {e.start} ({data[e.start:e.start + 4]!r}); "
+            "re-encode the file as UTF-8"
+        ) from None
+    if not text.strip():
+        raise DataError(f"{path}: the corpus is empty")
+    return text

@@ -1,0 +1,1 @@
+"""TFDS dataset builders for local or downloaded raw corpora (array_record, no TensorFlow)."""

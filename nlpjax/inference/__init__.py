@@ -1,0 +1,1 @@
+"""Inference: KV caches and decoding (greedy, temperature, top-k, top-p)."""

@@ -1,0 +1,1 @@
+"""Model definitions: Flax linen modules with frozen dataclass configs."""

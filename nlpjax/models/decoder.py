@@ -1,0 +1,173 @@
+"""Decoder-only transformer language model (GPT-style, pre-norm).
+
+Radford et al., 2019 (GPT-2), https://openai.com/research/better-language-models.
+Token embedding, selectable positions (learned, sinusoidal, RoPE), pre-norm blocks of
+causal multi-head attention and a GELU MLP, final norm, optionally tied output
+embedding. ``decode=True`` runs against a KV cache for fast generation.
+"""
+
+import dataclasses
+import math
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nlpjax.config import ConfigError
+from nlpjax.models import positions as pos_lib
+from nlpjax.models.attention import MultiHeadAttention, causal_mask, position_causal_mask
+from nlpjax.models.layers import ACTIVATIONS, MLP, Dense, Norm, param_with_axes
+from nlpjax.types import Array, Float, Int
+
+POSITIONS = ("learned", "sinusoidal", "rope")
+NORMS = ("layernorm", "rmsnorm")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """Shape and options of the decoder. ``vocab_size=0`` means "from the tokenizer"."""
+
+    vocab_size: int = 0
+    num_layers: int = 4
+    num_heads: int = 4
+    d_model: int = 128
+    d_ff: int = 0  # 0 means 4 * d_model
+    max_len: int = 64  # context length
+    positions: str = "learned"
+    norm: str = "layernorm"
+    activation: str = "gelu_tanh"
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    use_bias: bool = True
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        def check(ok, msg):
+            if not ok:
+                raise ConfigError(msg)
+
+        check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0: from the tokenizer)")
+        check(self.num_layers > 0 and self.num_heads > 0, "model.num_layers/num_heads must be > 0")
+        check(
+            self.d_model % self.num_heads == 0,
+            f"model.d_model={self.d_model} must be divisible by model.num_heads={self.num_heads}",
+        )
+        check(self.positions in POSITIONS, f"model.positions must be one of {POSITIONS}")
+        check(self.norm in NORMS, f"model.norm must be one of {NORMS}")
+        check(self.activation in ACTIVATIONS, f"model.activation must be one of {tuple(ACTIVATIONS)}")
+        check(0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
+        check(self.max_len > 0, "model.max_len must be > 0")
+        if self.positions == "rope":
+            check(self.head_dim % 2 == 0, "RoPE needs an even head dim (d_model / num_heads)")
+        if self.positions == "sinusoidal":
+            check(self.d_model % 2 == 0, "sinusoidal positions need an even model.d_model")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(Norm(x)); x + MLP(Norm(x))."""
+
+    config: DecoderConfig
+
+    @nn.compact
+    def __call__(self, x_BLD, mask, positions_BL, *, train, decode, cache_index):
+        cfg = self.config
+        out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
+        h = Norm(cfg.norm, name="attn_norm")(x_BLD)
+        h = MultiHeadAttention(
+            num_heads=cfg.num_heads,
+            head_dim=cfg.head_dim,
+            max_len=cfg.max_len,
+            use_rope=cfg.positions == "rope",
+            rope_base=cfg.rope_base,
+            dropout=cfg.dropout,
+            use_bias=cfg.use_bias,
+            out_init=out_init,
+            name="attn",
+        )(h, mask, positions_BL, train=train, decode=decode, cache_index=cache_index)
+        x_BLD = x_BLD + nn.Dropout(cfg.dropout)(h, deterministic=not train)
+        h = Norm(cfg.norm, name="mlp_norm")(x_BLD)
+        h = MLP(cfg.ff_dim, cfg.activation, cfg.use_bias, out_init, name="mlp")(h)
+        return x_BLD + nn.Dropout(cfg.dropout)(h, deterministic=not train)
+
+
+class Decoder(nn.Module):
+    """Causal transformer LM: tokens (B, L) -> next-token logits (B, L, V)."""
+
+    config: DecoderConfig
+
+    @nn.compact
+    def __call__(
+        self, tokens_BL: Int[Array, "B L"], *, train: bool = False, decode: bool = False
+    ) -> Float[Array, "B L V"]:
+        cfg = self.config
+        chex.assert_rank(tokens_BL, 2)
+        B, L = tokens_BL.shape
+        if L > cfg.max_len:
+            raise ValueError(f"sequence length {L} exceeds model.max_len={cfg.max_len}")
+        if cfg.vocab_size <= 0:
+            raise ValueError("model.vocab_size is 0: set it from the tokenizer before init")
+
+        if decode:  # positions continue from the cache's write index
+            index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+            start = index.value
+            positions_BL = jnp.broadcast_to(start + jnp.arange(L), (B, L))
+            key_positions = jnp.broadcast_to(jnp.arange(cfg.max_len), (B, cfg.max_len))
+            mask = position_causal_mask(positions_BL, key_positions)
+            index.value = start + L
+        else:
+            start = None
+            positions_BL = jnp.broadcast_to(jnp.arange(L), (B, L))
+            mask = causal_mask(L)
+
+        embedding = param_with_axes(
+            self, "embedding", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.d_model),
+            ("vocab", "embed"),
+        )
+        x_BLD = jnp.take(embedding, tokens_BL, axis=0)
+        if cfg.positions == "learned":
+            table = param_with_axes(
+                self, "pos_embedding", nn.initializers.normal(0.02), (cfg.max_len, cfg.d_model),
+                (None, "embed"),
+            )
+            x_BLD = x_BLD + jnp.take(table, positions_BL, axis=0)
+        elif cfg.positions == "sinusoidal":
+            x_BLD = x_BLD + pos_lib.sinusoidal(positions_BL, cfg.d_model)
+        x_BLD = nn.Dropout(cfg.dropout)(x_BLD, deterministic=not train)
+
+        for i in range(cfg.num_layers):
+            x_BLD = Block(cfg, name=f"block_{i}")(
+                x_BLD, mask, positions_BL, train=train, decode=decode, cache_index=start
+            )
+        x_BLD = Norm(cfg.norm, name="final_norm")(x_BLD)
+        if cfg.tie_embeddings:
+            logits = jnp.dot(x_BLD.reshape(B * L, cfg.d_model), embedding.T)
+        else:
+            logits = Dense(cfg.vocab_size, ("embed", "vocab"), False, name="lm_head")(x_BLD)
+        logits_BLV = logits.reshape(B, L, cfg.vocab_size)
+        chex.assert_shape(logits_BLV, (B, L, cfg.vocab_size))
+        return logits_BLV
+
+
+def count_params(params) -> int:
+    return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+def flops_per_token(cfg: DecoderConfig, context: int) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward), matmuls only.
+
+    6 * (non-embedding matmul params + output projection) + attention scores and
+    values: 12 * num_layers * context * d_model (PaLM, appendix B).
+    """
+    d, f, layers = cfg.d_model, cfg.ff_dim, cfg.num_layers
+    per_layer = 4 * d * d + 2 * d * f  # qkv + out, mlp in + out
+    matmul_params = layers * per_layer + d * cfg.vocab_size
+    return 6.0 * matmul_params + 12.0 * layers * context * d

@@ -1,0 +1,65 @@
+"""The Task interface: the only thing the training loop knows about a model family.
+
+A task ties a model, its data, its loss and its evaluation together. The loop, the
+checkpointing, the CLI and the step builders use nothing else, so adding a model family
+means adding a task (plus its model and configs) without touching them.
+"""
+
+from typing import Any, ClassVar, Protocol
+
+import grain
+import numpy as np
+
+from nlpjax.config import Config
+from nlpjax.types import Batch, Metrics, Params, PRNGKey
+
+
+class Task(Protocol):
+    """What a model family provides to the shared trainer.
+
+    Attributes:
+      model_config_cls: frozen dataclass for the ``model`` config section.
+      data_config_cls: frozen dataclass for the ``data`` config section.
+      config: the resolved config, with data-derived values (e.g. vocab size) filled in.
+    """
+
+    model_config_cls: ClassVar[type]
+    data_config_cls: ClassVar[type]
+    config: Config
+
+    def init(self, rng: PRNGKey) -> Any:
+        """Returns initial variables (params possibly boxed with logical axis names)."""
+
+    def init_carry(self) -> Any:
+        """Task state threaded through training steps ({} when none)."""
+
+    def loss(
+        self, params: Params, carry: Any, batch: Batch, rng: PRNGKey, train: bool
+    ) -> tuple[Any, tuple[Metrics, Any]]:
+        """Pure, jittable: (scalar loss, (metrics, new carry)).
+
+        Metrics may include ``"weight"`` (tokens counted) for weighted averaging.
+        """
+
+    def train_iterator(self) -> grain.DatasetIterator:
+        """A checkpointable iterator of host (numpy) training batches."""
+
+    def eval_batches(self) -> Batch:
+        """Fixed evaluation batches stacked on a leading axis (num_batches, ...)."""
+
+    def tokens_per_batch(self) -> int:
+        """Tokens processed per training batch (for throughput)."""
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward + backward), for MFU."""
+
+    def save_assets(self, directory: str) -> None:
+        """Writes what eval/generate need beyond params (e.g. the vocabulary)."""
+
+    def model_signature(self) -> dict[str, Any]:
+        """What a checkpoint must match to be restored into this task."""
+
+
+def stack_batches(batches: list[Batch]) -> Batch:
+    """[batch, ...] -> one batch with a new leading axis."""
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}

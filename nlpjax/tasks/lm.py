@@ -1,0 +1,145 @@
+"""Language-model task: the decoder-only transformer on a text corpus.
+
+Next-token cross-entropy on random windows of ``context + 1`` tokens; evaluation
+reports loss and perplexity per token on fixed validation windows.
+"""
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import grain
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nlpjax.config import Config, ConfigError
+from nlpjax.data import pipeline
+from nlpjax.data.raw import DataError
+from nlpjax.data.tfds_builders.text_corpus import load_documents
+from nlpjax.data.tokenizers import TOKENIZERS, load_tokenizer, save_tokenizer
+from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class LMDataConfig:
+    """Corpus, tokenizer and batch shape of a language-model run."""
+
+    dataset: str = "tiny_shakespeare"  # a text_corpus config name
+    tokenizer: str = "char"
+    context: int = 64
+    batch_size: int = 12
+    tfds_data_dir: str = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+    prefetch: int = 4
+
+    def __post_init__(self):
+        if self.tokenizer not in TOKENIZERS:
+            raise ConfigError(f"data.tokenizer must be one of {tuple(TOKENIZERS)}")
+        if self.context <= 0 or self.batch_size <= 0:
+            raise ConfigError("data.context and data.batch_size must be > 0")
+
+
+class LMTask:
+    """Decoder LM on a text corpus (see ``nlpjax.tasks.base.Task``)."""
+
+    model_config_cls = DecoderConfig
+    data_config_cls = LMDataConfig
+
+    def __init__(self, config: Config, workdir: str | Path | None = None):
+        data = config.data
+        if data.context > config.model.max_len:
+            raise ConfigError(
+                f"data.context={data.context} exceeds model.max_len={config.model.max_len}"
+            )
+        self._tokens: dict[str, np.ndarray] = {}
+        self.config = config
+        saved = Path(workdir) / TOKENIZER_FILE if workdir else None
+        if saved is not None and saved.is_file():
+            self.tokenizer = load_tokenizer(saved)
+        else:
+            self.tokenizer = TOKENIZERS[data.tokenizer].from_text(self._text("train"))
+        vocab = self.tokenizer.vocab_size
+        if config.model.vocab_size not in (0, vocab):
+            raise ConfigError(
+                f"model.vocab_size={config.model.vocab_size} but the tokenizer has {vocab} "
+                "tokens; set model.vocab_size=0 to take it from the tokenizer"
+            )
+        self.config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, vocab_size=vocab)
+        )
+        self.model = Decoder(self.config.model)
+
+    # -- data ---------------------------------------------------------------------------
+
+    def _text(self, split: str) -> str:
+        docs = load_documents(self.config.data.dataset, split, self.config.data.tfds_data_dir)
+        text = "".join(docs)
+        if not text:
+            raise DataError(f"the {split} split of {self.config.data.dataset!r} is empty")
+        return text
+
+    def tokens(self, split: str) -> np.ndarray:
+        if split not in self._tokens:
+            self._tokens[split] = self.tokenizer.encode(self._text(split))
+        return self._tokens[split]
+
+    def _windows(self, split: str, seed: int) -> grain.MapDataset:
+        data = self.config.data
+        return pipeline.lm_windows(self.tokens(split), data.context + 1, data.batch_size, seed)
+
+    def train_iterator(self) -> grain.DatasetIterator:
+        return pipeline.iterator(self._windows("train", self.config.seed), self.config.data.prefetch)
+
+    def eval_batches(self) -> dict[str, np.ndarray]:
+        ds = self._windows("validation", self.config.eval.seed)
+        return pipeline.take_stacked(ds, self.config.eval.num_batches)
+
+    def example_batch(self) -> dict[str, np.ndarray]:
+        data = self.config.data
+        return {"tokens": np.zeros((data.batch_size, data.context + 1), np.int32)}
+
+    # -- model and loss -----------------------------------------------------------------
+
+    def init(self, rng) -> Any:
+        inputs = jnp.zeros((1, self.config.data.context), jnp.int32)
+        return self.model.init(rng, inputs)
+
+    def init_carry(self) -> dict:
+        return {}
+
+    def loss(self, params, carry, batch, rng, train: bool):
+        tokens = batch["tokens"]
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        rngs = {"dropout": rng} if train and self.config.model.dropout > 0 else None
+        logits_BLV = self.model.apply({"params": params}, inputs, train=train, rngs=rngs)
+        vocab = logits_BLV.shape[-1]
+        losses = optax.softmax_cross_entropy_with_integer_labels(
+            logits_BLV.reshape(-1, vocab).astype(jnp.float32), targets.reshape(-1)
+        )
+        weight = jnp.asarray(losses.size, jnp.float32)
+        return jnp.mean(losses), ({"weight": weight}, carry)
+
+    def eval_summary(self, metrics: dict) -> dict:
+        loss = float(metrics["loss"])
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def tokens_per_batch(self) -> int:
+        return self.config.data.batch_size * self.config.data.context
+
+    def flops_per_token(self) -> float:
+        return flops_per_token(self.config.model, self.config.data.context)
+
+    def save_assets(self, directory: str | Path) -> None:
+        save_tokenizer(self.tokenizer, Path(directory) / TOKENIZER_FILE)
+
+    def model_signature(self) -> dict:
+        return {"task": self.config.task, "model": dataclasses.asdict(self.config.model)}
+
+    def logical_specs(self, variables) -> Any:
+        return nn.get_partition_spec(variables)

@@ -1,0 +1,1 @@
+"""The shared trainer: state, optimizers, steps, loop, checkpoints, metrics."""
