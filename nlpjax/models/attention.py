@@ -100,7 +100,7 @@ class MultiHeadAttention(nn.Module):
             b_qkv = param_with_axes(
                 self, "qkv_bias", nn.initializers.zeros, (3, H, K), (None, "heads", "kv")
             )
-            qkv = qkv + b_qkv.reshape(-1)
+            qkv = qkv + b_qkv.reshape(1, -1)
         qkv = qkv.reshape(B, L, 3, H, K).transpose(2, 0, 3, 1, 4)  # 3 B H L K
         q_BHLK, k_BHLK, v_BHLK = qkv[0], qkv[1], qkv[2]
         if self.use_rope:
@@ -119,7 +119,7 @@ class MultiHeadAttention(nn.Module):
         w_o = param_with_axes(self, "out_kernel", self.out_init, (H, K, D), ("heads", "kv", "embed"))
         y = jnp.dot(out, w_o.reshape(H * K, D))
         if self.use_bias:
-            y = y + param_with_axes(self, "out_bias", nn.initializers.zeros, (D,), ("embed",))
+            y = y + param_with_axes(self, "out_bias", nn.initializers.zeros, (D,), ("embed",))[None]
         return y.reshape(B, L, D)
 
     def _update_cache(self, k_BHLK, v_BHLK, index):

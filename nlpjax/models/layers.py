@@ -50,7 +50,7 @@ class Dense(nn.Module):
             bias = param_with_axes(
                 self, "bias", nn.initializers.zeros, (self.features,), (self.axes[1],)
             )
-            y = y + bias
+            y = y + bias[None, :]
         return y.reshape(*x.shape[:-1], self.features)
 
 
@@ -63,15 +63,16 @@ class Norm(nn.Module):
     @nn.compact
     def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
         d = x.shape[-1]
-        scale = param_with_axes(self, "scale", nn.initializers.ones, (d,), ("embed",))
+        x_ND = x.reshape(-1, d)
+        scale = param_with_axes(self, "scale", nn.initializers.ones, (d,), ("embed",))[None, :]
         if self.kind == "rmsnorm":
-            var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
-            return x * jax.lax.rsqrt(var + self.epsilon) * scale
-        bias = param_with_axes(self, "bias", nn.initializers.zeros, (d,), ("embed",))
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        centered = x - mean
+            var = jnp.mean(jnp.square(x_ND), axis=-1, keepdims=True)
+            return (x_ND * jax.lax.rsqrt(var + self.epsilon) * scale).reshape(x.shape)
+        bias = param_with_axes(self, "bias", nn.initializers.zeros, (d,), ("embed",))[None, :]
+        mean = jnp.mean(x_ND, axis=-1, keepdims=True)
+        centered = x_ND - mean
         var = jnp.mean(jnp.square(centered), axis=-1, keepdims=True)
-        return centered * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return (centered * jax.lax.rsqrt(var + self.epsilon) * scale + bias).reshape(x.shape)
 
 
 class MLP(nn.Module):

@@ -13,7 +13,7 @@ def sinusoidal(positions: Int[Array, "..."], d: int, base: float = 10000.0) -> F
     """Sin/cos position features of width ``d`` (even) for integer positions."""
     half = d // 2
     freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles = positions.astype(jnp.float32)[..., None] * freqs
+    angles = positions.astype(jnp.float32)[..., None] * freqs.reshape((1,) * positions.ndim + (-1,))
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
@@ -24,7 +24,7 @@ def rope(
     k = x_BHLK.shape[-1]
     half = k // 2
     freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles_BLk = positions_BL.astype(jnp.float32)[..., None] * freqs
+    angles_BLk = positions_BL.astype(jnp.float32)[..., None] * freqs[None, None, :]
     cos = jnp.cos(angles_BLk)[:, None]  # B 1 L k
     sin = jnp.sin(angles_BLk)[:, None]
     x1, x2 = x_BHLK[..., :half], x_BHLK[..., half:]

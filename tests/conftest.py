@@ -1,0 +1,39 @@
+"""Test setup: 8 simulated CPU devices, offline data from NLPJAX_DATA_DIR, strict numerics."""
+
+import os
+from pathlib import Path
+
+# Must happen before jax is imported anywhere.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["NLPJAX_OFFLINE"] = "1"
+REPO = Path(__file__).resolve().parents[1]
+if not os.environ.get("NLPJAX_DATA_DIR"):
+    os.environ["NLPJAX_DATA_DIR"] = str((REPO.parent / "shared" / "data").resolve())
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+TINY = str(REPO / "experiments" / "shakespeare_char.py") + ":tiny"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tfds_dir(tmp_path_factory):
+    """Prepared TFDS datasets go to one temporary directory for the whole session."""
+    path = tmp_path_factory.mktemp("tfds")
+    os.environ["TFDS_DATA_DIR"] = str(path)
+    yield path
+
+
+@pytest.fixture
+def tiny_config():
+    from nlpjax.config import load_config
+
+    def make(**overrides):
+        return load_config(TINY, {k.replace("__", "."): str(v) for k, v in overrides.items()})
+
+    return make
