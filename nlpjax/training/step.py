@@ -28,7 +28,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: opta
         metrics = {
             **metrics,
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "lr": schedule(state.step),
         }
         new_state = state.replace(

@@ -1,0 +1,92 @@
+"""The training loop: golden losses, resume, refusal of other models, divergence."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nlpjax.tasks.base import stack_batches
+from nlpjax.tasks.lm import LMTask
+from nlpjax.training.checkpoint import CheckpointMismatchError, Checkpointer
+from nlpjax.training.loop import TrainingDiverged, build_run, train_and_evaluate
+from nlpjax.training.metrics import read_metrics
+from nlpjax.training.step import make_multi_step, make_train_step
+
+# From a real run (jax 0.10.2, XLA:CPU, 2024-era x86-64): the tiny variant of
+# experiments/shakespeare_char.py, seed 0, its first training batch at initialization,
+# then the losses of its first five AdamW steps.
+GOLDEN_INIT_LOSS = 4.190990447998047
+GOLDEN_STEP_LOSSES = [4.190990447998047, 4.174939155578613, 4.204765319824219,
+                      4.181597709655762, 4.189248085021973]
+
+
+def _first_batches(run, n):
+    it = run.task.train_iterator()
+    return [next(it) for _ in range(n)]
+
+
+def test_golden_losses(tiny_config):
+    run = build_run(tiny_config(), None)
+    batches = _first_batches(run, 5)
+    loss, _ = run.task.loss(run.state.params, {}, batches[0], None, False)
+    assert float(loss) == pytest.approx(GOLDEN_INIT_LOSS, rel=1e-5)
+    multi = make_multi_step(make_train_step(run.task, run.tx, run.schedule))
+    _, metrics = multi(run.state, stack_batches(batches))
+    np.testing.assert_allclose(np.asarray(metrics["loss"]), GOLDEN_STEP_LOSSES, rtol=1e-5)
+
+
+def test_fused_steps_equal_single_steps(tiny_config):
+    run = build_run(tiny_config(), None)
+    batches = _first_batches(run, 4)
+    multi = make_multi_step(make_train_step(run.task, run.tx, run.schedule))
+    fused_state, fused = multi(jax.tree_util.tree_map(jnp.copy, run.state), stack_batches(batches))
+    state, singles = run.state, []
+    for b in batches:
+        state, m = multi(state, stack_batches([b]))
+        singles.append(float(m["loss"][0]))
+    np.testing.assert_allclose(np.asarray(fused["loss"]), singles, rtol=1e-6)
+    assert int(fused_state.step) == int(state.step) == 4
+
+
+def test_train_learns_then_resume_is_a_noop(tiny_config, tmp_path):
+    config = tiny_config(train__progress="false")
+    summary = train_and_evaluate(config, tmp_path)
+    rows = read_metrics(tmp_path)
+    evals = [r["eval/loss"] for r in rows if "eval/loss" in r]
+    assert summary["final_step"] == 40 and len(evals) == 2
+    assert evals[-1] < evals[0] < 4.2  # learning from ln(65) ~ 4.17
+    assert Checkpointer(tmp_path / "checkpoints", config.checkpoint).all_steps() == [20, 40]
+    again = train_and_evaluate(config, tmp_path)
+    assert again == {"start_step": 40, "num_params": summary["num_params"], "final_step": 40}
+    assert read_metrics(tmp_path) == rows
+
+
+def test_a_different_model_is_refused_and_nothing_is_lost(tiny_config, tmp_path):
+    train_and_evaluate(tiny_config(train__progress="false"), tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointMismatchError, match="model.d_model: checkpoint has 32, config has 64"):
+        train_and_evaluate(tiny_config(model__d_model=64), tmp_path)
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    train_and_evaluate(tiny_config(train__steps=20, train__progress="false"), tmp_path)
+    original = LMTask.loss
+
+    def poisoned(self, params, carry, batch, rng, train):
+        loss, aux = original(self, params, carry, batch, rng, train)
+        return loss * jnp.nan, aux
+
+    monkeypatch.setattr(LMTask, "loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 21.*step 20\) is kept"):
+        train_and_evaluate(tiny_config(train__steps=40, train__progress="false"), tmp_path)
+    monkeypatch.setattr(LMTask, "loss", original)
+    ckpt = Checkpointer(tmp_path / "checkpoints", tiny_config().checkpoint)
+    assert ckpt.all_steps() == [20]
+    run = build_run(tiny_config(), tmp_path)
+    from nlpjax.training.checkpoint import abstract_like
+
+    step, state, _ = ckpt.restore(abstract_like(run.state))
+    assert step == 20
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.params))
