@@ -201,7 +201,9 @@ def parse_value(text: str, current: Any, key: str) -> Any:
     except (ValueError, SyntaxError):
         pass
     type_name = type(current).__name__
-    raise ConfigError(f"--config.{key}={text!r}: expected a {type_name} (current value {current!r})")
+    raise ConfigError(
+        f"--config.{key}={text!r}: expected a {type_name} (current value {current!r})"
+    )
 
 
 def apply_overrides(cd: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> None:
@@ -280,7 +282,9 @@ def resolve(tree: Mapping) -> Config:
     if task_name not in TASKS:
         raise ConfigError(f"unknown task {task_name!r}; known tasks: {', '.join(sorted(TASKS))}")
     task_cls = TASKS[task_name]
-    sections = {name: build_section(cls, tree[name], name) for name, cls in GENERIC_SECTIONS.items()}
+    sections = {
+        name: build_section(cls, tree[name], name) for name, cls in GENERIC_SECTIONS.items()
+    }
     return Config(
         task=task_name,
         seed=_coerce(tree["seed"], int, "seed"),

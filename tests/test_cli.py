@@ -18,21 +18,32 @@ from tests.conftest import REPO, TINY
 
 # Every step logged, one step per dispatch, checkpoints every 10 steps.
 RESUME_FLAGS = [
-    "--config.train.steps=600", "--config.train.steps_per_dispatch=1",
-    "--config.train.log_every=1", "--config.checkpoint.every=10",
-    "--config.checkpoint.max_to_keep=100", "--config.eval.every=200",
+    "--config.train.steps=600",
+    "--config.train.steps_per_dispatch=1",
+    "--config.train.log_every=1",
+    "--config.checkpoint.every=10",
+    "--config.checkpoint.max_to_keep=100",
+    "--config.eval.every=200",
     "--config.train.progress=false",
 ]
 
 
 def _train_cmd(workdir):
-    return [sys.executable, "-m", "nlpjax.cli", "train", f"--config={TINY}",
-            f"--workdir={workdir}", *RESUME_FLAGS]
+    return [
+        sys.executable,
+        "-m",
+        "nlpjax.cli",
+        "train",
+        f"--config={TINY}",
+        f"--workdir={workdir}",
+        *RESUME_FLAGS,
+    ]
 
 
 def _start(workdir):
-    return subprocess.Popen(_train_cmd(workdir), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        _train_cmd(workdir), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _wait_for_checkpoint(workdir, proc, timeout=120):
@@ -68,8 +79,9 @@ def _assert_same_run(workdir, reference):
     got, want = _losses(workdir), _losses(reference)
     assert sorted(got) == list(range(1, 601))
     assert got == want  # bitwise: JSON floats round-trip exactly
-    params = [jax.tree_util.tree_leaves(restore_trained(w)[0].state.params)
-              for w in (workdir, reference)]
+    params = [
+        jax.tree_util.tree_leaves(restore_trained(w)[0].state.params) for w in (workdir, reference)
+    ]
     for a, b in zip(*params, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -115,8 +127,13 @@ def test_missing_data_error(tmp_path, monkeypatch, capsys):
 
 
 def test_unknown_config_key_error(tmp_path, capsys):
-    code, out = _cli(capsys, "train", f"--config={TINY}", f"--workdir={tmp_path}",
-                     "--config.optim.learning_rate=1e-3")
+    code, out = _cli(
+        capsys,
+        "train",
+        f"--config={TINY}",
+        f"--workdir={tmp_path}",
+        "--config.optim.learning_rate=1e-3",
+    )
     assert code != 0
     assert "unknown config key 'optim.learning_rate'" in out
 
@@ -130,9 +147,18 @@ def test_eval_generate_plot_and_prompt_errors(reference, capsys, tmp_path):
     code, out = _cli(capsys, "eval", f"--workdir={reference}")
     assert code == 0
     lines = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith("eval/"))
-    assert float(lines["eval/perplexity"]) == pytest.approx(np.exp(float(lines["eval/loss"])), rel=1e-3)
-    args = ["generate", f"--workdir={reference}", "--prompt=ROMEO:", "--max_new_tokens=30",
-            "--temperature=0.8", "--top_k=40", "--seed=0"]
+    assert float(lines["eval/perplexity"]) == pytest.approx(
+        np.exp(float(lines["eval/loss"])), rel=1e-3
+    )
+    args = [
+        "generate",
+        f"--workdir={reference}",
+        "--prompt=ROMEO:",
+        "--max_new_tokens=30",
+        "--temperature=0.8",
+        "--top_k=40",
+        "--seed=0",
+    ]
     code, first = _cli(capsys, *args)
     assert code == 0 and first.startswith("ROMEO:") and len(first.rstrip("\n")) >= 36
     assert _cli(capsys, *args)[1] == first  # same seed, same text

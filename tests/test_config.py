@@ -16,7 +16,9 @@ def test_default_config_matches_the_reference_experiment():
 
 
 def test_overrides_are_typed():
-    c = load_config(DEFAULT, {"optim.lr": "3e-4", "train.steps": "500", "model.tie_embeddings": "false"})
+    c = load_config(
+        DEFAULT, {"optim.lr": "3e-4", "train.steps": "500", "model.tie_embeddings": "false"}
+    )
     assert c.optim.lr == 3e-4 and isinstance(c.optim.lr, float)
     assert c.train.steps == 500 and isinstance(c.train.steps, int)
     assert c.model.tie_embeddings is False
@@ -27,7 +29,9 @@ def test_overrides_are_typed():
     [("optim.lrr", "optim.lr"), ("optm.lr", "optim.lr"), ("model.num_head", "model.num_heads")],
 )
 def test_unknown_key_suggests_closest(key, suggestion):
-    with pytest.raises(ConfigError, match=f"unknown config key '{key}'.*did you mean '{suggestion}'"):
+    with pytest.raises(
+        ConfigError, match=f"unknown config key '{key}'.*did you mean '{suggestion}'"
+    ):
         load_config(DEFAULT, {key: "1"})
 
 
@@ -56,7 +60,8 @@ def test_unknown_key_inside_the_file_is_an_error(tmp_path):
     path.write_text(
         (REPO / "experiments" / "shakespeare_char.py").read_text()
         + "\n_get = get_config\n"
-        + "def get_config(arg=None):\n    c = _get(arg)\n    c.optim.learning_rate = 1.0\n    return c\n"
+        + "def get_config(arg=None):\n    c = _get(arg)\n"
+        + "    c.optim.learning_rate = 1.0\n    return c\n"
     )
     with pytest.raises(ConfigError, match="unknown config key 'optim.learning_rate'"):
         load_config(str(path))

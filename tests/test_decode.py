@@ -18,8 +18,9 @@ from nlpjax.models.decoder import Decoder, DecoderConfig
 
 @pytest.fixture(scope="module", params=["learned", "rope"])
 def model_and_params(request):
-    cfg = DecoderConfig(vocab_size=13, num_layers=2, num_heads=2, d_model=16, max_len=12,
-                        positions=request.param)
+    cfg = DecoderConfig(
+        vocab_size=13, num_layers=2, num_heads=2, d_model=16, max_len=12, positions=request.param
+    )
     model = Decoder(cfg)
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 12), jnp.int32))
     return model, nn.meta.unbox(variables["params"])
@@ -32,8 +33,9 @@ def test_cached_prefill_then_steps_equal_full_forward(model_and_params):
     cache = init_cache(model, 2)
     pieces = []
     for lo, hi in [(0, 5), (5, 6), (6, 7), (7, 12)]:  # prefill, two single steps, a chunk
-        logits, upd = model.apply({"params": params, "cache": cache}, tokens[:, lo:hi],
-                                  decode=True, mutable=["cache"])
+        logits, upd = model.apply(
+            {"params": params, "cache": cache}, tokens[:, lo:hi], decode=True, mutable=["cache"]
+        )
         cache = upd["cache"]
         pieces.append(logits)
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, rtol=1e-5, atol=1e-5)

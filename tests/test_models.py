@@ -19,14 +19,22 @@ def _init(cfg, length=8, batch=2):
 @pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope"])
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 def test_output_shape_and_param_count(pos, norm):
-    cfg = DecoderConfig(vocab_size=11, num_layers=2, num_heads=2, d_model=16, max_len=8,
-                        positions=pos, norm=norm)
+    cfg = DecoderConfig(
+        vocab_size=11, num_layers=2, num_heads=2, d_model=16, max_len=8, positions=pos, norm=norm
+    )
     model, params, _ = _init(cfg)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 5), 0, 11)
     logits = model.apply({"params": params}, tokens)
     assert logits.shape == (3, 5, 11)
     assert np.isfinite(np.asarray(logits)).all()
-    per_layer = 4 * 16 * 16 + 4 * 16 + 2 * 16 * 64 + 64 + 16 + 2 * 2 * 16 * (norm == "layernorm" and 1 or 0.5)
+    per_layer = (
+        4 * 16 * 16
+        + 4 * 16
+        + 2 * 16 * 64
+        + 64
+        + 16
+        + 2 * 2 * 16 * (norm == "layernorm" and 1 or 0.5)
+    )
     expected = 2 * per_layer + 11 * 16 + 16 * (1 + (norm == "layernorm"))
     expected += 8 * 16 if pos == "learned" else 0
     assert count_params(params) == int(expected)
@@ -42,8 +50,15 @@ def test_untied_head_adds_a_vocab_projection():
 def test_causality_gradient_of_position_t_wrt_later_inputs_is_zero(pos):
     """Tokens 0..L-1 each use their own embedding row, so row j's gradient is input j's."""
     length = 8
-    cfg = DecoderConfig(vocab_size=length, num_layers=2, num_heads=2, d_model=16,
-                        max_len=length, positions=pos, tie_embeddings=False)
+    cfg = DecoderConfig(
+        vocab_size=length,
+        num_layers=2,
+        num_heads=2,
+        d_model=16,
+        max_len=length,
+        positions=pos,
+        tie_embeddings=False,
+    )
     model, params, _ = _init(cfg, length, 1)
     tokens = jnp.arange(length)[None]
 

@@ -7,7 +7,7 @@ import pytest
 
 from nlpjax.tasks.base import stack_batches
 from nlpjax.tasks.lm import LMTask
-from nlpjax.training.checkpoint import CheckpointMismatchError, Checkpointer
+from nlpjax.training.checkpoint import Checkpointer, CheckpointMismatchError
 from nlpjax.training.loop import TrainingDiverged, build_run, train_and_evaluate
 from nlpjax.training.metrics import read_metrics
 from nlpjax.training.step import make_multi_step, make_train_step
@@ -16,8 +16,13 @@ from nlpjax.training.step import make_multi_step, make_train_step
 # experiments/shakespeare_char.py, seed 0, its first training batch at initialization,
 # then the losses of its first five AdamW steps.
 GOLDEN_INIT_LOSS = 4.190990447998047
-GOLDEN_STEP_LOSSES = [4.190990447998047, 4.174939155578613, 4.204765319824219,
-                      4.181597709655762, 4.189248085021973]
+GOLDEN_STEP_LOSSES = [
+    4.190990447998047,
+    4.174939155578613,
+    4.204765319824219,
+    4.181597709655762,
+    4.189248085021973,
+]
 
 
 def _first_batches(run, n):
@@ -64,7 +69,9 @@ def test_train_learns_then_resume_is_a_noop(tiny_config, tmp_path):
 def test_a_different_model_is_refused_and_nothing_is_lost(tiny_config, tmp_path):
     train_and_evaluate(tiny_config(train__progress="false"), tmp_path)
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    with pytest.raises(CheckpointMismatchError, match="model.d_model: checkpoint has 32, config has 64"):
+    with pytest.raises(
+        CheckpointMismatchError, match="model.d_model: checkpoint has 32, config has 64"
+    ):
         train_and_evaluate(tiny_config(model__d_model=64), tmp_path)
     after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     assert before == after

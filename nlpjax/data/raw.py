@@ -32,9 +32,11 @@ def md5sum(path: Path) -> str:
 
 def _download(url: str, dest: Path, md5: str | None) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            tmp.write(response.read())
+    with (
+        tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp,
+        urllib.request.urlopen(url, timeout=30) as response,
+    ):
+        tmp.write(response.read())
     got = md5sum(Path(tmp.name))
     if md5 and got != md5:
         os.unlink(tmp.name)
@@ -71,7 +73,7 @@ def read_text(path: Path, errors: str = "strict") -> str:
         text = data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
         raise DataError(
-            f"{path}: not valid UTF-8 at byte offset {e.start} ({data[e.start:e.start + 4]!r}); "
+            f"{path}: not valid UTF-8 at byte offset {e.start} ({data[e.start : e.start + 4]!r}); "
             "re-encode the file as UTF-8"
         ) from None
     if not text.strip():

@@ -107,7 +107,9 @@ def generate_uncached(model, params, prompt_BL, max_new_tokens, sampling, seed=0
     out = []
     for i in range(max_new_tokens):
         window = tokens[:, -model.config.max_len :]
-        nxt = np.asarray(sample(apply(params, jnp.asarray(window)), jax.random.fold_in(key, i), sampling))
+        nxt = np.asarray(
+            sample(apply(params, jnp.asarray(window)), jax.random.fold_in(key, i), sampling)
+        )
         out.append(nxt[:, None])
         tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
     return np.concatenate(out, axis=1)

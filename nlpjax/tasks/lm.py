@@ -92,7 +92,9 @@ class LMTask:
         return pipeline.lm_windows(self.tokens(split), data.context + 1, data.batch_size, seed)
 
     def train_iterator(self) -> grain.DatasetIterator:
-        return pipeline.iterator(self._windows("train", self.config.seed), self.config.data.prefetch)
+        return pipeline.iterator(
+            self._windows("train", self.config.seed), self.config.data.prefetch
+        )
 
     def eval_batches(self) -> dict[str, np.ndarray]:
         ds = self._windows("validation", self.config.eval.seed)

@@ -225,7 +225,9 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
                     ev = task.eval_summary(eval_fn(state.params, eval_batches))
                     writer.write(step, {f"eval/{k_}": v for k_, v in ev.items()})
                     summary.update({f"eval/{k_}": v for k_, v in ev.items()})
-                    bar.write(f"step {step}: " + ", ".join(f"eval/{a} {b:.4f}" for a, b in ev.items()))
+                    bar.write(
+                        f"step {step}: " + ", ".join(f"eval/{a} {b:.4f}" for a, b in ev.items())
+                    )
                 if at_ckpt:
                     # Save a copy: the next dispatch donates (reuses) the state's buffers
                     # while the asynchronous save may still be reading them.

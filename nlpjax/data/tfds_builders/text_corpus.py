@@ -64,9 +64,7 @@ class TextCorpus(tfds.core.GeneratorBasedBuilder):
 
 def tfds_data_dir(configured: str = "") -> str:
     """The prepared-datasets directory: config value, else $TFDS_DATA_DIR, else the default."""
-    return configured or os.environ.get("TFDS_DATA_DIR") or str(
-        Path.home() / "tensorflow_datasets"
-    )
+    return configured or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
 
 
 BUILDERS = {"text_corpus": TextCorpus}
