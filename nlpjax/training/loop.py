@@ -135,26 +135,42 @@ def _check_workdir(workdir: Path, run: Run, ckpt: Checkpointer) -> None:
         check_signature(ckpt.read_signature(latest), signature, f"checkpoint {latest} in {workdir}")
 
 
-def _flush(pending, writer, cfg: Config, last_good: int | None, bar) -> float:
-    """Reads one dispatch's metrics (blocking), checks them, logs; returns the last loss."""
-    metrics, first_step, tokens_per_sec = pending
-    host = jax.device_get(metrics)
-    losses = np.asarray(host["loss"])
-    for i, loss in enumerate(losses):
-        step = first_step + i + 1
-        if not math.isfinite(float(loss)):
-            raise TrainingDiverged(
-                f"training loss is {float(loss)} at step {step}; stopped. The last good "
-                f"checkpoint (step {last_good}) is kept. Lower optim.lr, raise "
-                "optim.warmup_steps or set optim.clip_norm, then resume."
-            )
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            row = {f"train/{k}": float(np.asarray(v)[i]) for k, v in host.items() if k != "weight"}
-            if tokens_per_sec is not None:
-                row["tokens_per_sec"] = tokens_per_sec
-            writer.write(step, row)
-    bar.set_postfix(loss=f"{float(losses[-1]):.4f}", refresh=False)
-    return float(losses[-1])
+class _TrainLog:
+    """Reads dispatched metrics (one dispatch late), checks them, logs window means.
+
+    ``train/*`` values logged at a step are means over the steps since the previous
+    log (after a resume, since the resume); ``train/lr`` is the value at the step.
+    """
+
+    def __init__(self, writer, cfg: Config, bar):
+        self.writer, self.cfg, self.bar = writer, cfg, bar
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.last_loss = float("nan")
+
+    def flush(self, pending, last_good: int | None) -> None:
+        metrics, first_step, tokens_per_sec = pending
+        host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items() if k != "weight"}
+        for i, loss in enumerate(host["loss"]):
+            step = first_step + i + 1
+            if not math.isfinite(float(loss)):
+                raise TrainingDiverged(
+                    f"training loss is {float(loss)} at step {step}; stopped. The last good "
+                    f"checkpoint (step {last_good}) is kept. Lower optim.lr, raise "
+                    "optim.warmup_steps or set optim.clip_norm, then resume."
+                )
+            for k, v in host.items():
+                self.sums[k] = self.sums.get(k, 0.0) + float(v[i])
+            self.count += 1
+            if step % self.cfg.train.log_every == 0 or step == self.cfg.train.steps:
+                row = {f"train/{k}": v / self.count for k, v in self.sums.items()}
+                row["train/lr"] = float(host["lr"][i])
+                if tokens_per_sec is not None:
+                    row["tokens_per_sec"] = tokens_per_sec
+                self.writer.write(step, row)
+                self.sums, self.count = {}, 0
+        self.last_loss = float(host["loss"][-1])
+        self.bar.set_postfix(loss=f"{self.last_loss:.4f}", refresh=False)
 
 
 def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
@@ -192,6 +208,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     signature = task.model_signature()
     k = config.train.steps_per_dispatch
     bar = metrics_lib.progress_bar(total, start, config.train.progress)
+    train_log = _TrainLog(writer, config, bar)
     step, pending, last_good = start, None, ckpt.latest_step()
     tokens_per_dispatch_step = task.tokens_per_batch()
     t_mark, tokens_since = None, 0
@@ -207,7 +224,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
                 else:
                     tokens_since += n * tokens_per_dispatch_step
                 if pending is not None:
-                    summary["train_loss"] = _flush(pending, writer, config, last_good, bar)
+                    train_log.flush(pending, last_good)
                 step += n
                 bar.update(n)
                 at_eval = step % config.eval.every == 0 or step == total
@@ -219,7 +236,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
                     tps, t_mark, tokens_since = tokens_since / (now - t_mark), now, 0
                 pending = (metrics, step - n, tps)
                 if at_eval or at_ckpt:
-                    summary["train_loss"] = _flush(pending, writer, config, last_good, bar)
+                    train_log.flush(pending, last_good)
                     pending = None
                 if at_eval:
                     ev = task.eval_summary(eval_fn(state.params, eval_batches))
@@ -239,10 +256,11 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
                     summary["stopped_by_signal"] = int(stop.signum)
                     break
             if pending is not None:
-                summary["train_loss"] = _flush(pending, writer, config, last_good, bar)
+                train_log.flush(pending, last_good)
     finally:
         bar.close()
         writer.close()
         ckpt.close()
     summary["final_step"] = step
+    summary["train_loss"] = train_log.last_loss
     return summary
