@@ -1,5 +1,7 @@
 """The training loop: golden losses, resume, refusal of other models, divergence."""
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,12 @@ import pytest
 from nlpjax.tasks.base import stack_batches
 from nlpjax.tasks.lm import LMTask
 from nlpjax.training.checkpoint import Checkpointer, CheckpointMismatchError
-from nlpjax.training.loop import TrainingDiverged, build_run, train_and_evaluate
+from nlpjax.training.loop import (
+    TrainingDiverged,
+    build_run,
+    restore_trained,
+    train_and_evaluate,
+)
 from nlpjax.training.metrics import read_metrics
 from nlpjax.training.step import make_multi_step, make_train_step
 
@@ -53,9 +60,25 @@ def test_fused_steps_equal_single_steps(tiny_config):
     assert int(fused_state.step) == int(state.step) == 4
 
 
-def test_train_learns_then_resume_is_a_noop(tiny_config, tmp_path):
-    config = tiny_config(train__progress="false")
-    summary = train_and_evaluate(config, tmp_path)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tiny run (checkpoints at steps 20 and 40) and its summary."""
+    from nlpjax.config import load_config
+    from tests.conftest import TINY
+
+    workdir = tmp_path_factory.mktemp("trained")
+    config = load_config(TINY, {"train.progress": "false"})
+    return workdir, config, train_and_evaluate(config, workdir)
+
+
+def _copy(trained, tmp_path):
+    shutil.copytree(trained[0], tmp_path / "w")
+    return tmp_path / "w"
+
+
+def test_train_learns_then_resume_is_a_noop(trained, tmp_path):
+    _, config, summary = trained
+    tmp_path = _copy(trained, tmp_path)
     rows = read_metrics(tmp_path)
     evals = [r["eval/loss"] for r in rows if "eval/loss" in r]
     assert summary["final_step"] == 40 and len(evals) == 2
@@ -66,8 +89,8 @@ def test_train_learns_then_resume_is_a_noop(tiny_config, tmp_path):
     assert read_metrics(tmp_path) == rows
 
 
-def test_a_different_model_is_refused_and_nothing_is_lost(tiny_config, tmp_path):
-    train_and_evaluate(tiny_config(train__progress="false"), tmp_path)
+def test_a_different_model_is_refused_and_nothing_is_lost(trained, tiny_config, tmp_path):
+    tmp_path = _copy(trained, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     with pytest.raises(
         CheckpointMismatchError, match="model.d_model: checkpoint has 32, config has 64"
@@ -97,3 +120,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path
     step, state, _ = ckpt.restore(abstract_like(run.state))
     assert step == 20
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.params))
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(trained, tmp_path):
+    workdir = _copy(trained, tmp_path)
+    for f in (workdir / "checkpoints" / "40" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    run, step = restore_trained(workdir)
+    assert step == 20 and int(run.state.step) == 20
