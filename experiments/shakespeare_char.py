@@ -41,6 +41,7 @@ def base() -> ml_collections.ConfigDict:
         lr=1e-3,
         warmup_steps=100,
         schedule="cosine",
+        decay_steps=0,  # 0: decay over train.steps
         min_lr_ratio=0.1,
         b1=0.9,
         b2=0.99,
@@ -48,9 +49,10 @@ def base() -> ml_collections.ConfigDict:
         weight_decay=0.1,
         clip_norm=1.0,
     )
-    c.train = dict(steps=2000, log_every=50, steps_per_dispatch=10, progress=True)
+    c.train = dict(steps=2000, log_every=50, steps_per_dispatch=10, progress=True, peak_tflops=0.0)
     c.eval = dict(every=250, num_batches=50, seed=1234)
     c.checkpoint = dict(every=500, max_to_keep=3, async_save=True)
+    c.parallel = dict(mode="jit", devices=0, mesh="data:-1", rules="")
     return ml_collections.ConfigDict(c)
 
 
@@ -71,6 +73,7 @@ VARIANTS = {
         "eval.every": 20,
         "eval.num_batches": 4,
         "checkpoint.every": 20,
+        "parallel.devices": 1,
     },
 }
 

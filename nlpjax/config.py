@@ -27,6 +27,11 @@ class ConfigError(ValueError):
     """A config file, override or value is invalid; the message says how to fix it."""
 
 
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """AdamW with linear warmup, cosine decay and global-norm clipping."""
@@ -35,6 +40,7 @@ class OptimConfig:
     lr: float = 1e-3
     warmup_steps: int = 100
     schedule: str = "cosine"  # cosine | constant
+    decay_steps: int = 0  # length of the cosine decay; 0 = train.steps
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio (cosine)
     b1: float = 0.9
     b2: float = 0.99
@@ -57,6 +63,7 @@ class TrainConfig:
     log_every: int = 50
     steps_per_dispatch: int = 10  # train steps fused into one jitted lax.scan call
     progress: bool = True
+    peak_tflops: float = 0.0  # per-device peak for MFU; 0 = from the table of known chips
 
     def __post_init__(self):
         _check(self.steps > 0, f"train.steps must be > 0, got {self.steps}")
@@ -91,6 +98,22 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+    """Device layout. Mesh axes and their meaning are defined in training/parallel.py."""
+
+    mode: str = "jit"  # jit (mesh sharding) | pmap (replicated data parallelism)
+    devices: int = 0  # use the first N devices; 0 = all
+    mesh: str = "data:-1"  # e.g. "data:2,fsdp:2,tensor:2"; -1 fills the remaining devices
+    rules: str = ""  # logical-axis rule overrides, e.g. "embed=,vocab=fsdp+tensor"
+
+    def __post_init__(self):
+        _check(
+            self.mode in ("jit", "pmap"), f"parallel.mode must be jit or pmap, got {self.mode!r}"
+        )
+        _check(self.devices >= 0, "parallel.devices must be >= 0 (0 = all devices)")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole, validated experiment config. ``model`` and ``data`` are task-specific."""
 
@@ -102,6 +125,7 @@ class Config:
     train: TrainConfig
     eval: EvalConfig
     checkpoint: CheckpointConfig
+    parallel: ParallelConfig = ParallelConfig()
 
     def __post_init__(self):
         k = self.train.steps_per_dispatch
@@ -128,12 +152,8 @@ GENERIC_SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "checkpoint": CheckpointConfig,
+    "parallel": ParallelConfig,
 }
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
 
 
 # ---------------------------------------------------------------------------------------

@@ -115,9 +115,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path
     ckpt = Checkpointer(tmp_path / "checkpoints", tiny_config().checkpoint)
     assert ckpt.all_steps() == [20]
     run = build_run(tiny_config(), tmp_path)
-    from nlpjax.training.checkpoint import abstract_like
-
-    step, state, _ = ckpt.restore(abstract_like(run.state))
+    step, state, _ = ckpt.restore(run.abstract_state)
     assert step == 20
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.params))
 

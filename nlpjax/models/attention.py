@@ -116,7 +116,9 @@ class MultiHeadAttention(nn.Module):
         weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
         out_BHLK = jnp.matmul(weights, v_BHLK)
         out = out_BHLK.transpose(0, 2, 1, 3).reshape(B * L, H * K)
-        w_o = param_with_axes(self, "out_kernel", self.out_init, (H, K, D), ("heads", "kv", "embed"))
+        w_o = param_with_axes(
+            self, "out_kernel", self.out_init, (H, K, D), ("heads", "kv", "embed")
+        )
         y = jnp.dot(out, w_o.reshape(H * K, D))
         if self.use_bias:
             y = y + param_with_axes(self, "out_bias", nn.initializers.zeros, (D,), ("embed",))[None]

@@ -55,7 +55,7 @@ class DecoderConfig:
         )
         check(self.positions in POSITIONS, f"model.positions must be one of {POSITIONS}")
         check(self.norm in NORMS, f"model.norm must be one of {NORMS}")
-        check(self.activation in ACTIVATIONS, f"model.activation must be one of {tuple(ACTIVATIONS)}")
+        check(self.activation in ACTIVATIONS, f"model.activation: one of {tuple(ACTIVATIONS)}")
         check(0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
         check(self.max_len > 0, "model.max_len must be > 0")
         if self.positions == "rope":
@@ -111,7 +111,7 @@ class Decoder(nn.Module):
         cfg = self.config
         chex.assert_rank(tokens_BL, 2)
         B, L = tokens_BL.shape
-        if L > cfg.max_len:
+        if cfg.max_len < L:
             raise ValueError(f"sequence length {L} exceeds model.max_len={cfg.max_len}")
         if cfg.vocab_size <= 0:
             raise ValueError("model.vocab_size is 0: set it from the tokenizer before init")

@@ -9,7 +9,9 @@ import jax.numpy as jnp
 from nlpjax.types import Array, Float, Int
 
 
-def sinusoidal(positions: Int[Array, "..."], d: int, base: float = 10000.0) -> Float[Array, "... D"]:
+def sinusoidal(
+    positions: Int[Array, "..."], d: int, base: float = 10000.0
+) -> Float[Array, "... D"]:
     """Sin/cos position features of width ``d`` (even) for integer positions."""
     half = d // 2
     freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)

@@ -47,6 +47,12 @@ class Task(Protocol):
     def eval_batches(self) -> Batch:
         """Fixed evaluation batches stacked on a leading axis (num_batches, ...)."""
 
+    def eval_summary(self, metrics: Metrics) -> Metrics:
+        """Turns averaged eval metrics into the numbers to report (e.g. perplexity)."""
+
+    def global_batch_size(self) -> int:
+        """Examples per training step over all hosts (must split over data parallelism)."""
+
     def tokens_per_batch(self) -> int:
         """Tokens processed per training batch (for throughput)."""
 

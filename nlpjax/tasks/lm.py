@@ -100,10 +100,6 @@ class LMTask:
         ds = self._windows("validation", self.config.eval.seed)
         return pipeline.take_stacked(ds, self.config.eval.num_batches)
 
-    def example_batch(self) -> dict[str, np.ndarray]:
-        data = self.config.data
-        return {"tokens": np.zeros((data.batch_size, data.context + 1), np.int32)}
-
     # -- model and loss -----------------------------------------------------------------
 
     def init(self, rng) -> Any:
@@ -130,6 +126,9 @@ class LMTask:
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
     # -- bookkeeping ----------------------------------------------------------------------
+
+    def global_batch_size(self) -> int:
+        return self.config.data.batch_size
 
     def tokens_per_batch(self) -> int:
         return self.config.data.batch_size * self.config.data.context

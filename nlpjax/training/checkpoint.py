@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 from nlpjax.config import CheckpointConfig
@@ -104,11 +103,3 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
-
-
-def abstract_like(tree: Any, sharding: jax.sharding.Sharding | None = None) -> Any:
-    """ShapeDtypeStructs (with a sharding) for restoring into ``tree``'s layout."""
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree
-    )

@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nlpjax.config import Config, from_json
+from nlpjax.config import Config, ParallelConfig, from_json
 from nlpjax.tasks import TASKS
 from nlpjax.tasks.base import stack_batches
 from nlpjax.training import metrics as metrics_lib
-from nlpjax.training.checkpoint import Checkpointer, abstract_like, check_signature
+from nlpjax.training import parallel
+from nlpjax.training.checkpoint import Checkpointer, check_signature
 from nlpjax.training.optim import make_optimizer, make_schedule
 from nlpjax.training.state import TrainState
-from nlpjax.training.step import make_eval_fn, make_multi_step, make_train_step
+from nlpjax.training.step import make_eval_fn, make_train_step, scan_steps
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
@@ -65,26 +65,37 @@ class StopRequest:
 
 @dataclass
 class Run:
-    """A task with its optimizer and initial state, ready to train, evaluate or sample."""
+    """A task with its optimizer and initial state, ready to train, evaluate or sample.
+
+    ``state`` is laid out for ``placement`` (sharded over the mesh in jit mode; a single
+    logical copy in pmap mode, replicated by the loop). ``abstract_state`` carries the
+    target shardings for restoring a checkpoint onto this layout.
+    """
 
     config: Config
     task: Any
     tx: Any
     schedule: Any
     state: TrainState
+    abstract_state: Any
+    placement: parallel.Placement
     num_params: int
 
 
-def build_run(config: Config, workdir: str | Path | None) -> Run:
-    """Task (tokenizer from the workdir if present), optimizer and initial state."""
+def build_run(config: Config, workdir: str | Path | None, placement=None) -> Run:
+    """Task (tokenizer from the workdir if present), optimizer and initial state.
+
+    ``placement`` defaults to a single device (what eval and generate use).
+    """
     task = TASKS[config.task](config, workdir)
     config = task.config
     schedule = make_schedule(config.optim, config.train.steps)
     tx = make_optimizer(config.optim, config.train.steps)
+    if placement is None:
+        placement = parallel.build_placement(ParallelConfig(devices=1, mesh="data:1"))
 
-    def init(rng):
-        variables = task.init(rng)
-        params = nn.meta.unbox(variables["params"])
+    def init_boxed(rng):  # params keep their logical-axis boxes; opt_state mirrors them
+        params = task.init(rng)["params"]
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -93,9 +104,18 @@ def build_run(config: Config, workdir: str | Path | None) -> Run:
             carry=task.init_carry(),
         )
 
-    state = jax.jit(init)(jax.random.PRNGKey(config.seed))
-    num_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
-    return Run(config, task, tx, schedule, state, num_params)
+    rng = jax.random.PRNGKey(config.seed)
+    abstract_boxed = jax.eval_shape(init_boxed, rng)
+    abstract = nn.meta.unbox(abstract_boxed)
+    shardings = parallel.shard_state(placement, nn.get_partition_spec(abstract_boxed), abstract)
+    with placement.context():
+        init = jax.jit(lambda r: nn.meta.unbox(init_boxed(r)), out_shardings=shardings)
+        state = init(rng)
+    abstract_state = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    num_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract.params))
+    return Run(config, task, tx, schedule, state, abstract_state, placement, num_params)
 
 
 def load_workdir_config(workdir: str | Path) -> Config:
@@ -108,7 +128,7 @@ def load_workdir_config(workdir: str | Path) -> Config:
 
 
 def restore_trained(workdir: str | Path) -> tuple[Run, int]:
-    """Rebuilds the run saved in ``workdir`` and restores its latest checkpoint."""
+    """Rebuilds the run saved in ``workdir`` on one device; restores its latest checkpoint."""
     config = load_workdir_config(workdir)
     run = build_run(config, workdir)
     ckpt = Checkpointer(Path(workdir) / "checkpoints", config.checkpoint)
@@ -117,7 +137,7 @@ def restore_trained(workdir: str | Path) -> tuple[Run, int]:
             f"no checkpoint in {Path(workdir) / 'checkpoints'}: train first "
             f"(nlpjax train --config=... --workdir={workdir})"
         )
-    step, state, _ = ckpt.restore(abstract_like(run.state))
+    step, state, _ = ckpt.restore(run.abstract_state)
     ckpt.close()
     run.state = state
     return run, step
@@ -149,7 +169,7 @@ class _TrainLog:
         self.last_loss = float("nan")
 
     def flush(self, pending, last_good: int | None) -> None:
-        metrics, first_step, tokens_per_sec = pending
+        metrics, first_step, rates = pending
         host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items() if k != "weight"}
         for i, loss in enumerate(host["loss"]):
             step = first_step + i + 1
@@ -165,102 +185,135 @@ class _TrainLog:
             if step % self.cfg.train.log_every == 0 or step == self.cfg.train.steps:
                 row = {f"train/{k}": v / self.count for k, v in self.sums.items()}
                 row["train/lr"] = float(host["lr"][i])
-                if tokens_per_sec is not None:
-                    row["tokens_per_sec"] = tokens_per_sec
+                row.update(rates or {})
                 self.writer.write(step, row)
                 self.sums, self.count = {}, 0
         self.last_loss = float(host["loss"][-1])
         self.bar.set_postfix(loss=f"{self.last_loss:.4f}", refresh=False)
 
 
+class _Loop:
+    """The body of one training run: dispatch, log, evaluate, checkpoint."""
+
+    def __init__(self, run: Run, ckpt: Checkpointer, data_it, writer, bar):
+        self.run, self.ckpt, self.data_it, self.writer, self.bar = run, ckpt, data_it, writer, bar
+        cfg, task, placement = run.config, run.task, run.placement
+        self.cfg, self.task, self.placement = cfg, task, placement
+        axis = "batch" if placement.mode == "pmap" else None
+        train_step = make_train_step(task, run.tx, run.schedule, axis_name=axis)
+        self.multi_step = parallel.compile_steps(placement, scan_steps(train_step), "batch")
+        self.eval_fn = make_eval_fn(task)
+        host_eval = task.eval_batches()
+        if placement.mode == "pmap":
+            self.eval_batches = jax.device_put(host_eval, placement.devices[0])
+        else:
+            self.eval_batches = parallel.put_batches(placement, host_eval)
+        self.train_log = _TrainLog(writer, cfg, bar)
+        self.signature = task.model_signature()
+        self.throughput = metrics_lib.Throughput(
+            task.tokens_per_batch(),
+            task.flops_per_token(),
+            placement.devices,
+            cfg.train.peak_tflops,
+        )
+
+    def evaluate(self, state, step: int) -> dict:
+        params = parallel.to_host_state(self.placement, state).params
+        with self.placement.context():
+            ev = self.task.eval_summary(self.eval_fn(params, self.eval_batches))
+        self.writer.write(step, {f"eval/{k}": v for k, v in ev.items()})
+        self.bar.write(f"step {step}: " + ", ".join(f"eval/{k} {v:.4f}" for k, v in ev.items()))
+        return {f"eval/{k}": v for k, v in ev.items()}
+
+    def save(self, state, step: int) -> None:
+        # Save a copy: the next dispatch donates (reuses) the state's buffers while the
+        # asynchronous save may still be reading them.
+        logical = parallel.to_host_state(self.placement, state)
+        snapshot = jax.tree_util.tree_map(jnp.copy, logical)
+        self.ckpt.save(step, snapshot, self.data_it.get_state(), self.signature)
+
+    def train(self, state, start: int) -> tuple[Any, int, dict]:
+        cfg, total, k = self.cfg, self.cfg.train.steps, self.cfg.train.steps_per_dispatch
+        step, pending, last_good, summary = start, None, self.ckpt.latest_step(), {}
+        state = parallel.from_host_state(self.placement, state)
+        with StopRequest() as stop:
+            while step < total:
+                n = min(k - step % k, total - step)
+                host = stack_batches([next(self.data_it) for _ in range(n)])
+                with self.placement.context():
+                    state, metrics = self.multi_step(
+                        state, parallel.put_batches(self.placement, host)
+                    )
+                metrics = parallel.metrics_of(self.placement, metrics)
+                if pending is not None:
+                    self.train_log.flush(pending, last_good)
+                step += n
+                self.bar.update(n)
+                rates = self.throughput.tick(metrics, n, step % cfg.train.log_every == 0)
+                pending = (metrics, step - n, rates)
+                at_eval = step % cfg.eval.every == 0 or step == total
+                at_ckpt = step % cfg.checkpoint.every == 0 or step == total or stop.signum
+                if at_eval or at_ckpt:
+                    self.train_log.flush(pending, last_good)
+                    pending = None
+                if at_eval:
+                    summary.update(self.evaluate(state, step))
+                if at_ckpt:
+                    self.save(state, step)
+                    last_good = step
+                if stop.signum:
+                    self.bar.write(f"Signal {stop.signum} received: saved step {step}, exiting.")
+                    summary["stopped_by_signal"] = int(stop.signum)
+                    break
+            if pending is not None:
+                self.train_log.flush(pending, last_good)
+        summary["train_loss"] = self.train_log.last_loss
+        return state, step, summary
+
+
 def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     """Trains (or resumes) ``config`` in ``workdir``; returns a summary dict."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    run = build_run(config, workdir)
+    placement = parallel.build_placement(config.parallel)
+    run = build_run(config, workdir, placement)
     config, task = run.config, run.task
+    parallel.check_batch(task.global_batch_size(), placement.data_parallel)
     ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
     _check_workdir(workdir, run, ckpt)
 
     data_it = task.train_iterator()
     state = run.state
     if ckpt.latest_step() is not None:
-        step0, state, data_state = ckpt.restore(abstract_like(run.state))
+        step0, state, data_state = ckpt.restore(run.abstract_state)
         data_it.set_state(data_state)
         print(f"Resumed from step {step0} in {workdir}")
-    else:
+    elif jax.process_index() == 0:
         task.save_assets(workdir)
-    (workdir / CONFIG_FILE).write_text(config.to_json())
+    if jax.process_index() == 0:
+        (workdir / CONFIG_FILE).write_text(config.to_json())
     start = int(state.step)
-    total = config.train.steps
-    print(f"Model: {config.task}, {run.num_params:,} parameters")
+    print(f"Model: {config.task}, {run.num_params:,} parameters; {_describe(placement)}")
     summary = {"start_step": start, "num_params": run.num_params}
-    if start >= total:
-        print(f"Nothing to do: step {start} >= train.steps={total}")
+    if start >= config.train.steps:
+        print(f"Nothing to do: step {start} >= train.steps={config.train.steps}")
         ckpt.close()
         return summary | {"final_step": start}
 
-    train_step = make_train_step(task, run.tx, run.schedule)
-    multi_step = make_multi_step(train_step)
-    eval_fn = make_eval_fn(task)
-    eval_batches = jax.device_put(task.eval_batches())
     writer = metrics_lib.MetricWriter(workdir, resume_step=start)
-    signature = task.model_signature()
-    k = config.train.steps_per_dispatch
-    bar = metrics_lib.progress_bar(total, start, config.train.progress)
-    train_log = _TrainLog(writer, config, bar)
-    step, pending, last_good = start, None, ckpt.latest_step()
-    tokens_per_dispatch_step = task.tokens_per_batch()
-    t_mark, tokens_since = None, 0
+    bar = metrics_lib.progress_bar(config.train.steps, start, config.train.progress)
     try:
-        with StopRequest() as stop:
-            while step < total:
-                n = min(k - step % k, total - step)
-                batches = stack_batches([next(data_it) for _ in range(n)])
-                state, metrics = multi_step(state, batches)
-                if t_mark is None:  # first dispatch includes compilation: time from here
-                    jax.block_until_ready(metrics)
-                    t_mark, tokens_since = time.perf_counter(), 0
-                else:
-                    tokens_since += n * tokens_per_dispatch_step
-                if pending is not None:
-                    train_log.flush(pending, last_good)
-                step += n
-                bar.update(n)
-                at_eval = step % config.eval.every == 0 or step == total
-                at_ckpt = step % config.checkpoint.every == 0 or step == total or stop.signum
-                tps = None
-                if step % config.train.log_every == 0 and tokens_since:
-                    jax.block_until_ready(metrics)
-                    now = time.perf_counter()
-                    tps, t_mark, tokens_since = tokens_since / (now - t_mark), now, 0
-                pending = (metrics, step - n, tps)
-                if at_eval or at_ckpt:
-                    train_log.flush(pending, last_good)
-                    pending = None
-                if at_eval:
-                    ev = task.eval_summary(eval_fn(state.params, eval_batches))
-                    writer.write(step, {f"eval/{k_}": v for k_, v in ev.items()})
-                    summary.update({f"eval/{k_}": v for k_, v in ev.items()})
-                    bar.write(
-                        f"step {step}: " + ", ".join(f"eval/{a} {b:.4f}" for a, b in ev.items())
-                    )
-                if at_ckpt:
-                    # Save a copy: the next dispatch donates (reuses) the state's buffers
-                    # while the asynchronous save may still be reading them.
-                    snapshot = jax.tree_util.tree_map(jnp.copy, state)
-                    ckpt.save(step, snapshot, data_it.get_state(), signature)
-                    last_good = step
-                if stop.signum:
-                    bar.write(f"Signal {stop.signum} received: saved step {step}, exiting.")
-                    summary["stopped_by_signal"] = int(stop.signum)
-                    break
-            if pending is not None:
-                train_log.flush(pending, last_good)
+        loop = _Loop(run, ckpt, data_it, writer, bar)
+        run.state, final_step, results = loop.train(state, start)
     finally:
         bar.close()
         writer.close()
         ckpt.close()
-    summary["final_step"] = step
-    summary["train_loss"] = train_log.last_loss
-    return summary
+    return summary | results | {"final_step": final_step}
+
+
+def _describe(placement: parallel.Placement) -> str:
+    if placement.mode == "pmap":
+        return f"pmap over {len(placement.devices)} devices"
+    shape = ", ".join(f"{k}:{v}" for k, v in placement.mesh.shape.items())
+    return f"mesh {shape} over {len(placement.devices)} devices"

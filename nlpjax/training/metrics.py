@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 from pathlib import Path
 
 import jax
@@ -64,6 +65,62 @@ class MetricWriter:
 def _to_py(v):
     v = v.item() if hasattr(v, "item") else v
     return v if not isinstance(v, float) or math.isfinite(v) else str(v)
+
+
+# Dense peak TFLOP/s per chip (bf16 on accelerators), by a lowercase substring of
+# jax's device_kind. Override with train.peak_tflops for other chips or dtypes.
+PEAK_TFLOPS = {
+    "tpu v4": 275.0,
+    "tpu v5 lite": 197.0,
+    "tpu v5e": 197.0,
+    "tpu v5p": 459.0,
+    "tpu v5": 459.0,
+    "tpu v6 lite": 918.0,
+    "tpu v6e": 918.0,
+    "h200": 989.0,
+    "h100": 989.0,
+    "a100": 312.0,
+    "l4": 121.0,
+}
+
+
+def peak_flops(device_kind: str, override_tflops: float = 0.0) -> float | None:
+    """Peak FLOP/s of one device: the override, else the table, else None (unknown)."""
+    if override_tflops > 0:
+        return override_tflops * 1e12
+    kind = device_kind.lower()
+    for name, tflops in PEAK_TFLOPS.items():
+        if name in kind:
+            return tflops * 1e12
+    return None
+
+
+class Throughput:
+    """Tokens/s, tokens/s/device and MFU between log points (compilation excluded)."""
+
+    def __init__(self, tokens_per_step, flops_per_token, devices, peak_tflops: float = 0.0):
+        self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+        self.num_devices = len(devices)
+        self.peak = peak_flops(devices[0].device_kind, peak_tflops)
+        self._mark, self._tokens = None, 0
+
+    def tick(self, metrics, steps: int, report: bool) -> dict | None:
+        """Called after each dispatch; returns rates when ``report`` (blocks then)."""
+        if self._mark is None:  # the first dispatch includes compilation
+            jax.block_until_ready(metrics)
+            self._mark = time.perf_counter()
+            return None
+        self._tokens += steps * self.tokens_per_step
+        if not report:
+            return None
+        jax.block_until_ready(metrics)
+        now = time.perf_counter()
+        tps = self._tokens / (now - self._mark)
+        self._mark, self._tokens = now, 0
+        rates = {"tokens_per_sec": tps, "tokens_per_sec_per_device": tps / self.num_devices}
+        if self.peak:
+            rates["mfu"] = tps * self.flops_per_token / (self.peak * self.num_devices)
+        return rates
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> tqdm.tqdm:

@@ -19,7 +19,7 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
         init_value=0.0,
         peak_value=cfg.lr,
         warmup_steps=cfg.warmup_steps,
-        decay_steps=max(total_steps, cfg.warmup_steps + 1),
+        decay_steps=max(cfg.decay_steps or total_steps, cfg.warmup_steps + 1),
         end_value=cfg.lr * cfg.min_lr_ratio,
     )
 

@@ -16,13 +16,26 @@ from nlpjax.tasks.base import Task
 from nlpjax.training.state import TrainState
 
 
-def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule):
-    """Returns ``train_step(state, batch) -> (state, metrics)`` (pure, unjitted)."""
+def make_train_step(
+    task: Task,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    axis_name: str | None = None,
+):
+    """Returns ``train_step(state, batch) -> (state, metrics)`` (pure, unjitted).
+
+    With ``axis_name`` (pmap), gradients and metrics are averaged over that axis and
+    each device draws its own randomness.
+    """
 
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
         grad_fn = jax.value_and_grad(task.loss, has_aux=True)
         (loss, (metrics, carry)), grads = grad_fn(state.params, state.carry, batch, rng, True)
+        if axis_name is not None:
+            grads, loss, metrics = jax.lax.pmean((grads, loss, metrics), axis_name)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
@@ -39,13 +52,18 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: opta
     return train_step
 
 
-def make_multi_step(train_step: Callable, **jit_kwargs) -> Callable:
-    """jit(scan(train_step)) over batches stacked on a leading (steps) axis; donates state."""
+def scan_steps(train_step: Callable) -> Callable:
+    """``multi_step(state, batches)``: ``lax.scan`` of the step over a leading steps axis."""
 
     def multi_step(state, batches):
         return jax.lax.scan(train_step, state, batches)
 
-    return jax.jit(multi_step, donate_argnums=0, **jit_kwargs)
+    return multi_step
+
+
+def make_multi_step(train_step: Callable, **jit_kwargs) -> Callable:
+    """Single-device jit of ``scan_steps(train_step)`` with the state donated."""
+    return jax.jit(scan_steps(train_step), donate_argnums=0, **jit_kwargs)
 
 
 def make_eval_fn(task: Task, **jit_kwargs) -> Callable:

@@ -1,0 +1,148 @@
+"""Mesh sharding, pmap and topology changes give the single-device losses."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from nlpjax.config import ConfigError, ParallelConfig
+from nlpjax.tasks.base import stack_batches
+from nlpjax.training import parallel
+from nlpjax.training.loop import build_run
+from nlpjax.training.step import make_train_step, scan_steps
+
+STEPS = 5
+
+
+def _losses(tiny_config, mode="jit", mesh="data:1", devices=1):
+    config = tiny_config(
+        data__batch_size=8, parallel__mode=mode, parallel__mesh=mesh, parallel__devices=devices
+    )
+    placement = parallel.build_placement(config.parallel)
+    run = build_run(config, None, placement)
+    it = run.task.train_iterator()
+    host = stack_batches([next(it) for _ in range(STEPS)])
+    axis = "batch" if mode == "pmap" else None
+    step = make_train_step(run.task, run.tx, run.schedule, axis_name=axis)
+    compiled = parallel.compile_steps(placement, scan_steps(step))
+    state = parallel.from_host_state(placement, run.state)
+    with placement.context():
+        state, metrics = compiled(state, parallel.put_batches(placement, host))
+    return np.asarray(parallel.metrics_of(placement, metrics)["loss"]), state, run
+
+
+@pytest.fixture(scope="module")
+def single(request):
+    from nlpjax.config import load_config
+    from tests.conftest import TINY
+
+    def cfg(**kw):
+        return load_config(TINY, {k.replace("__", "."): str(v) for k, v in kw.items()})
+
+    return _losses(cfg)[0]
+
+
+@pytest.mark.parametrize(
+    "mode,mesh,devices",
+    [
+        ("jit", "data:8", 8),
+        ("jit", "data:2,fsdp:2,tensor:2", 8),
+        ("jit", "fsdp:8", 8),
+        ("jit", "data:-1,tensor:2", 4),
+        ("pmap", "data:-1", 8),
+    ],
+)
+def test_layouts_match_a_single_device(single, tiny_config, mode, mesh, devices):
+    losses, _, _ = _losses(tiny_config, mode, mesh, devices)
+    np.testing.assert_allclose(losses, single, rtol=1e-5)
+
+
+def test_parameter_shardings_follow_the_rules(tiny_config):
+    _, state, run = _losses(tiny_config, "jit", "data:2,fsdp:2,tensor:2", 8)
+    params = state.params
+    block = params["block_0"]
+    assert block["attn"]["qkv_kernel"].sharding.spec == P("fsdp", None, "tensor", None)
+    assert block["attn"]["out_kernel"].sharding.spec == P("tensor", None, "fsdp")
+    assert block["mlp"]["wi"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    # vocab (65) does not divide by tensor=2: that axis falls back to replication
+    assert params["embedding"].sharding.spec == P(None, "fsdp")
+    # optimizer state is sharded like the parameters (fsdp shards it too)
+    mu = state.opt_state[1][0].mu["block_0"]["mlp"]["wi"]["kernel"]
+    assert mu.sharding.spec == P("fsdp", "tensor")
+    shard_shape = block["mlp"]["wi"]["kernel"].sharding.shard_shape((32, 64))
+    assert shard_shape == (16, 32)
+
+
+@pytest.mark.parametrize(
+    "mesh,devices,message",
+    [
+        ("data:3", 8, "has 3 devices but 8 are in use"),
+        ("data:2,model:4", 8, "unknown mesh axis 'model'"),
+        ("data:-1,fsdp:3", 8, "cannot be split"),
+        ("data:-1", 9, "parallel.devices=9 but 8 devices"),
+    ],
+)
+def test_impossible_meshes_are_clear_errors(mesh, devices, message):
+    with pytest.raises(ConfigError, match=message):
+        parallel.make_mesh(ParallelConfig(mesh=mesh, devices=devices))
+
+
+def test_heads_not_divisible_by_tensor_is_an_error(tiny_config):
+    config = tiny_config(
+        model__num_heads=1, data__batch_size=8, parallel__mesh="tensor:2", parallel__devices=2
+    )
+    with pytest.raises(ConfigError, match="model.num_heads = 1 is not divisible by the mesh axis"):
+        build_run(config, None, parallel.build_placement(config.parallel))
+
+
+def test_batch_not_divisible_by_data_parallel_size():
+    with pytest.raises(ConfigError, match="data.batch_size=12 is not divisible by the data-par"):
+        parallel.check_batch(12, 8)
+
+
+def test_rule_overrides():
+    rules = dict(parallel.parse_rules("embed=,vocab=fsdp+tensor"))
+    assert rules["embed"] is None and rules["vocab"] == ("fsdp", "tensor")
+    with pytest.raises(ConfigError, match="unknown mesh axis 'model'"):
+        parallel.parse_rules("embed=model")
+
+
+def test_mesh_parsing_fills_minus_one():
+    assert parallel.parse_mesh("data:2,fsdp:-1", 8) == {"data": 2, "fsdp": 4, "tensor": 1}
+    assert jax.device_count() == 8
+
+
+def _per_step_losses(workdir):
+    from nlpjax.training.metrics import read_metrics
+
+    return {r["step"]: r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r}
+
+
+def test_resume_onto_other_topologies(tiny_config, tmp_path):
+    import shutil
+
+    from nlpjax.training.loop import train_and_evaluate
+
+    def cfg(steps, mesh, devices, mode="jit"):
+        return tiny_config(
+            parallel__mode=mode,
+            data__batch_size=8, train__steps=steps, optim__decay_steps=20,
+            train__steps_per_dispatch=1, train__log_every=1, checkpoint__every=10,
+            eval__every=10, train__progress="false", parallel__mesh=mesh,
+            parallel__devices=devices,
+        )  # fmt: skip
+
+    train_and_evaluate(cfg(20, "data:8", 8), tmp_path / "ref")
+    want = _per_step_losses(tmp_path / "ref")
+    train_and_evaluate(cfg(10, "data:8", 8), tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.copytree(tmp_path / "a", tmp_path / "c")
+    train_and_evaluate(cfg(20, "fsdp:4,tensor:2", 8), tmp_path / "a")
+    train_and_evaluate(cfg(20, "data:1", 1), tmp_path / "b")
+    train_and_evaluate(cfg(20, "data:-1", 8, mode="pmap"), tmp_path / "c")
+    for workdir in ("a", "b", "c"):
+        got = _per_step_losses(tmp_path / workdir)
+        assert sorted(got) == list(range(1, 21))
+        np.testing.assert_allclose(
+            [got[s] for s in range(11, 21)], [want[s] for s in range(11, 21)], rtol=1e-4
+        )
