@@ -35,6 +35,23 @@ def _build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train or resume an experiment")
     train.add_argument("--config", required=True, help="experiment file, path[:variant]")
     train.add_argument("--workdir", required=True, help="checkpoints, metrics and logs go here")
+    train.add_argument("--coordinator_address", default=None, help="multi-host: host:port")
+    train.add_argument("--num_processes", type=int, default=None, help="multi-host: count")
+    train.add_argument("--process_id", type=int, default=None, help="multi-host: this one")
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() with no flags (Cloud TPU pods, SLURM)",
+    )
+
+    plan = sub.add_parser("plan", help="memory per device for a config and mesh")
+    plan.add_argument("--config", required=True, help="experiment file, path[:variant]")
+    plan.add_argument(
+        "--simulate_devices",
+        type=int,
+        default=0,
+        help="plan on N simulated CPU devices (sets XLA_FLAGS; CPU compiler estimates)",
+    )
 
     ev = sub.add_parser("eval", help="evaluate the latest checkpoint of a workdir")
     ev.add_argument("--workdir", required=True)
@@ -57,11 +74,39 @@ def _build_parser() -> argparse.ArgumentParser:
 def cmd_train(args, overrides) -> int:
     from nlpjax.config import load_config
     from nlpjax.training.loop import train_and_evaluate
+    from nlpjax.training.parallel import init_distributed
+
+    flags = (args.coordinator_address, args.num_processes, args.process_id)
+    if any(f is not None for f in flags):
+        if any(f is None for f in flags):
+            raise ValueError(
+                "multi-host runs need all of --coordinator_address, --num_processes "
+                "and --process_id (or --distributed on Cloud TPU)"
+            )
+        init_distributed(*flags)
+    elif args.distributed:
+        init_distributed()
 
     config = load_config(args.config, overrides)
     summary = train_and_evaluate(config, args.workdir)
     if "eval/loss" in summary:
         print(f"final eval/loss {summary['eval/loss']:.4f} at step {summary['final_step']}")
+    return 0
+
+
+def cmd_plan(args, overrides) -> int:
+    import os
+
+    if args.simulate_devices:
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_force_host_platform_device_count={args.simulate_devices}"
+        )
+    from nlpjax.config import load_config
+    from nlpjax.training.plan import format_plan, plan
+
+    print(format_plan(plan(load_config(args.config, overrides))))
     return 0
 
 
@@ -113,8 +158,9 @@ def cmd_plot(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args, extra = parser.parse_known_args(argv)
-    overrides = _parse_overrides(extra, parser) if args.command == "train" else {}
-    if extra and args.command != "train":
+    with_config = args.command in ("train", "plan")
+    overrides = _parse_overrides(extra, parser) if with_config else {}
+    if extra and not with_config:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from absl import logging as absl_logging
@@ -130,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args, overrides)
+        if args.command == "plan":
+            return cmd_plan(args, overrides)
         return {"eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot}[args.command](args)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from nlpjax.types import Array, Float, Int
 
 POSITIONS = ("learned", "sinusoidal", "rope")
 NORMS = ("layernorm", "rmsnorm")
+ACTIVATION_AXES = ("act_batch", "act_length", "act_embed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +145,8 @@ class Decoder(nn.Module):
         x_BLD = nn.Dropout(cfg.dropout)(x_BLD, deterministic=not train)
 
         for i in range(cfg.num_layers):
+            # Activation layout at block boundaries (a no-op without a mesh in context).
+            x_BLD = nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
             x_BLD = Block(cfg, name=f"block_{i}")(
                 x_BLD, mask, positions_BL, train=train, decode=decode, cache_index=start
             )

@@ -94,6 +94,17 @@ def build_run(config: Config, workdir: str | Path | None, placement=None) -> Run
     if placement is None:
         placement = parallel.build_placement(ParallelConfig(devices=1, mesh="data:1"))
 
+    init_fn, abstract_state = abstract_train_state(task, tx, config.seed, placement)
+    with placement.context():
+        init = jax.jit(init_fn, out_shardings=parallel.shardings_of(abstract_state))
+        state = init(jax.random.PRNGKey(config.seed))
+    num_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))
+    return Run(config, task, tx, schedule, state, abstract_state, placement, num_params)
+
+
+def abstract_train_state(task, tx, seed: int, placement: parallel.Placement):
+    """(init function, abstract TrainState with target shardings) without allocating."""
+
     def init_boxed(rng):  # params keep their logical-axis boxes; opt_state mirrors them
         params = task.init(rng)["params"]
         return TrainState(
@@ -104,18 +115,13 @@ def build_run(config: Config, workdir: str | Path | None, placement=None) -> Run
             carry=task.init_carry(),
         )
 
-    rng = jax.random.PRNGKey(config.seed)
-    abstract_boxed = jax.eval_shape(init_boxed, rng)
+    abstract_boxed = jax.eval_shape(init_boxed, jax.random.PRNGKey(seed))
     abstract = nn.meta.unbox(abstract_boxed)
     shardings = parallel.shard_state(placement, nn.get_partition_spec(abstract_boxed), abstract)
-    with placement.context():
-        init = jax.jit(lambda r: nn.meta.unbox(init_boxed(r)), out_shardings=shardings)
-        state = init(rng)
     abstract_state = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    num_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract.params))
-    return Run(config, task, tx, schedule, state, abstract_state, placement, num_params)
+    return (lambda rng: nn.meta.unbox(init_boxed(rng))), abstract_state
 
 
 def load_workdir_config(workdir: str | Path) -> Config:

@@ -307,6 +307,10 @@ def init_distributed(
     )
 
 
+def shardings_of(abstract_tree) -> Any:
+    return jax.tree_util.tree_map(lambda a: a.sharding, abstract_tree)
+
+
 def bytes_per_device(abstract_tree, shardings) -> int:
     """Bytes one device holds of a tree laid out with ``shardings``."""
     total = 0
