@@ -24,7 +24,7 @@ steps=(
   "cd ~/nlpjax"
   "python3 -m pip install --quiet --user uv"
   "~/.local/bin/uv venv --quiet --python 3.11 .venv"
-  "~/.local/bin/uv pip install --quiet --python .venv/bin/python -e . 'jax[tpu]' gcsfs"
+  "~/.local/bin/uv pip install --quiet --python .venv/bin/python -e . 'jax[tpu]' gcsfs google-cloud-storage"
   ".venv/bin/python -c 'import jax; print(jax.process_index(), jax.device_count())'"
 )
 remote="$(printf '%s; ' "${steps[@]}")"

@@ -1,8 +1,9 @@
 """Training curves: train and eval loss against step, as a PNG in the workdir."""
 
-from pathlib import Path
+import io
 
 import matplotlib
+from etils import epath
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -10,12 +11,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from nlpjax.training.metrics import read_metrics  # noqa: E402
 
 
-def plot_curves(workdir: str | Path, output: str | Path | None = None) -> Path:
+def plot_curves(workdir: epath.PathLike, output: epath.PathLike | None = None) -> epath.Path:
     """Plots ``train/loss`` and ``eval/loss`` (and eval perplexity if logged)."""
     rows = read_metrics(workdir)
     if not rows:
         raise FileNotFoundError(f"no metrics.jsonl in {workdir}: train first")
-    output = Path(output or Path(workdir) / "curves.png")
+    output = epath.Path(output or epath.Path(workdir) / "curves.png")
 
     def series(key):
         pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
@@ -28,10 +29,12 @@ def plot_curves(workdir: str | Path, output: str | Path | None = None) -> Path:
             ax.plot(steps, values, style, label=key, markersize=3)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"{Path(workdir).name}: training curves")
+    ax.set_title(f"{epath.Path(workdir).name}: training curves")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(output)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    output.write_bytes(buffer.getvalue())
     plt.close(fig)
     return output

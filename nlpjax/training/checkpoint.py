@@ -7,10 +7,10 @@ a damaged latest checkpoint is reported and the previous good one is used.
 """
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
+from etils import epath
 
 from nlpjax.config import CheckpointConfig
 
@@ -46,8 +46,9 @@ def check_signature(saved: dict, current: dict, where: str) -> None:
 class Checkpointer:
     """CheckpointManager wrapper: save/restore (state, data position, signature)."""
 
-    def __init__(self, directory: str | Path, cfg: CheckpointConfig):
-        self.directory = Path(directory).absolute()
+    def __init__(self, directory: epath.PathLike, cfg: CheckpointConfig):
+        path = epath.Path(directory)
+        self.directory = path if "://" in str(path) else path.absolute()  # local or gs://
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.max_to_keep,
             enable_async_checkpointing=cfg.async_save,

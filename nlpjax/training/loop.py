@@ -13,13 +13,13 @@ import logging
 import math
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from nlpjax.config import Config, ParallelConfig, from_json
 from nlpjax.tasks import TASKS
@@ -82,7 +82,7 @@ class Run:
     num_params: int
 
 
-def build_run(config: Config, workdir: str | Path | None, placement=None) -> Run:
+def build_run(config: Config, workdir: str | epath.PathLike | None, placement=None) -> Run:
     """Task (tokenizer from the workdir if present), optimizer and initial state.
 
     ``placement`` defaults to a single device (what eval and generate use).
@@ -124,8 +124,8 @@ def abstract_train_state(task, tx, seed: int, placement: parallel.Placement):
     return (lambda rng: nn.meta.unbox(init_boxed(rng))), abstract_state
 
 
-def load_workdir_config(workdir: str | Path) -> Config:
-    path = Path(workdir) / CONFIG_FILE
+def load_workdir_config(workdir: str | epath.PathLike) -> Config:
+    path = epath.Path(workdir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: {workdir} is not a training workdir (run `nlpjax train` first)"
@@ -133,14 +133,14 @@ def load_workdir_config(workdir: str | Path) -> Config:
     return from_json(path.read_text())
 
 
-def restore_trained(workdir: str | Path) -> tuple[Run, int]:
+def restore_trained(workdir: str | epath.PathLike) -> tuple[Run, int]:
     """Rebuilds the run saved in ``workdir`` on one device; restores its latest checkpoint."""
     config = load_workdir_config(workdir)
     run = build_run(config, workdir)
-    ckpt = Checkpointer(Path(workdir) / "checkpoints", config.checkpoint)
+    ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", config.checkpoint)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(
-            f"no checkpoint in {Path(workdir) / 'checkpoints'}: train first "
+            f"no checkpoint in {epath.Path(workdir) / 'checkpoints'}: train first "
             f"(nlpjax train --config=... --workdir={workdir})"
         )
     step, state, _ = ckpt.restore(run.abstract_state)
@@ -149,7 +149,7 @@ def restore_trained(workdir: str | Path) -> tuple[Run, int]:
     return run, step
 
 
-def _check_workdir(workdir: Path, run: Run, ckpt: Checkpointer) -> None:
+def _check_workdir(workdir: epath.Path, run: Run, ckpt: Checkpointer) -> None:
     """Refuses a workdir whose config or checkpoint belongs to another model."""
     signature = run.task.model_signature()
     config_path = workdir / CONFIG_FILE
@@ -277,9 +277,9 @@ class _Loop:
         return state, step, summary
 
 
-def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
+def train_and_evaluate(config: Config, workdir: str | epath.PathLike) -> dict:
     """Trains (or resumes) ``config`` in ``workdir``; returns a summary dict."""
-    workdir = Path(workdir)
+    workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     placement = parallel.build_placement(config.parallel)
     run = build_run(config, workdir, placement)

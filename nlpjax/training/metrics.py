@@ -3,16 +3,16 @@
 import json
 import math
 import time
-from pathlib import Path
 
 import jax
 import tqdm
+from etils import epath
 
 METRICS_FILE = "metrics.jsonl"
 
 
-def read_metrics(workdir: str | Path) -> list[dict]:
-    path = Path(workdir) / METRICS_FILE
+def read_metrics(workdir: epath.PathLike) -> list[dict]:
+    path = epath.Path(workdir) / METRICS_FILE
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -23,32 +23,43 @@ class MetricWriter:
 
     On resume from step ``resume_step``, lines for later steps (written after the last
     checkpoint by the interrupted run) are dropped, so the file reads as one clean run.
-    Only process 0 writes.
+    Only process 0 writes. On object stores (``gs://``), which cannot append, the file
+    is rewritten whole at each write.
     """
 
-    def __init__(self, workdir: str | Path, resume_step: int = 0, tensorboard: bool = True):
+    def __init__(self, workdir: epath.PathLike, resume_step: int = 0, tensorboard: bool = True):
         self.active = jax.process_index() == 0
-        self.path = Path(workdir) / METRICS_FILE
+        self.path = epath.Path(workdir) / METRICS_FILE
+        self._remote = "://" in str(self.path)
+        self._rows: list[dict] = []
         self._tb = None
         if not self.active:
             return
         if self.path.exists():
-            kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            tmp.replace(self.path)
-        self._file = open(self.path, "a")  # noqa: SIM115 (closed in close())
+            self._rows = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
+            self._rewrite()
+        if not self._remote:
+            self._file = open(self.path, "a")  # noqa: SIM115 (closed in close())
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+            self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+
+    def _rewrite(self) -> None:
+        tmp = self.path.parent / (self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self._rows))
+        tmp.replace(self.path)
 
     def write(self, step: int, scalars: dict) -> None:
         if not self.active:
             return
         row = {"step": int(step), **{k: _to_py(v) for k, v in scalars.items()}}
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        if self._remote:
+            self._rows.append(row)
+            self._rewrite()
+        else:
+            self._file.write(json.dumps(row) + "\n")
+            self._file.flush()
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, float | int) and math.isfinite(v):
@@ -57,7 +68,8 @@ class MetricWriter:
     def close(self) -> None:
         if not self.active:
             return
-        self._file.close()
+        if not self._remote:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 
