@@ -30,7 +30,7 @@ def position_causal_mask(
     q_positions_BL: Int[Array, "B Lq"], k_positions_BL: Int[Array, "B Lk"]
 ) -> Bool[Array, "B 1 Lq Lk"]:
     """Causal mask from explicit positions (used with a KV cache and offsets)."""
-    return (k_positions_BL[:, None, None, :] <= q_positions_BL[:, None, :, None])
+    return k_positions_BL[:, None, None, :] <= q_positions_BL[:, None, :, None]
 
 
 def padding_mask(valid_BL: Bool[Array, "B L"]) -> Bool[Array, "B 1 1 L"]:

@@ -130,13 +130,19 @@ class Decoder(nn.Module):
             mask = causal_mask(L)
 
         embedding = param_with_axes(
-            self, "embedding", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.d_model),
+            self,
+            "embedding",
+            nn.initializers.normal(0.02),
+            (cfg.vocab_size, cfg.d_model),
             ("vocab", "embed"),
         )
         x_BLD = jnp.take(embedding, tokens_BL, axis=0)
         if cfg.positions == "learned":
             table = param_with_axes(
-                self, "pos_embedding", nn.initializers.normal(0.02), (cfg.max_len, cfg.d_model),
+                self,
+                "pos_embedding",
+                nn.initializers.normal(0.02),
+                (cfg.max_len, cfg.d_model),
                 (None, "embed"),
             )
             x_BLD = x_BLD + jnp.take(table, positions_BL, axis=0)

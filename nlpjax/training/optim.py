@@ -33,7 +33,11 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
     schedule = make_schedule(cfg, total_steps)
     if cfg.name == "adamw":
         opt = optax.adamw(
-            schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+            schedule,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
             mask=decay_mask,
         )
     else:
