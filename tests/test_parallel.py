@@ -146,3 +146,36 @@ def test_resume_onto_other_topologies(tiny_config, tmp_path):
         np.testing.assert_allclose(
             [got[s] for s in range(11, 21)], [want[s] for s in range(11, 21)], rtol=1e-4
         )
+
+
+def test_plan_reports_per_device_memory(tiny_config):
+    from nlpjax.training.plan import format_plan, plan
+
+    one = plan(tiny_config(data__batch_size=8, parallel__devices=1, parallel__mesh="data:1"))
+    fsdp = plan(tiny_config(data__batch_size=8, parallel__devices=8, parallel__mesh="fsdp:8"))
+    assert one["num_params"] == fsdp["num_params"] == 19744
+    assert one["params_bytes"] == 19744 * 4
+    assert one["opt_state_bytes"] >= 2 * 19744 * 4  # adam mu and nu
+    # fsdp shards the matrices 8 ways (the 65-row embedding's width 32 splits too)
+    assert fsdp["params_bytes"] < one["params_bytes"] / 4
+    assert one["temp_bytes"] > 0 and fsdp["temp_bytes"] > 0
+    text = format_plan(fsdp)
+    assert "fsdp:8" in text and "params / device" in text and "step temps / device" in text
+
+
+def test_plan_refuses_impossible_layouts(tiny_config):
+    from nlpjax.training.plan import plan
+
+    with pytest.raises(ConfigError, match="data.batch_size=4 is not divisible"):
+        plan(tiny_config(parallel__devices=8, parallel__mesh="data:8"))
+    with pytest.raises(ConfigError, match="has 4 devices but 8 are in use"):
+        plan(tiny_config(parallel__devices=8, parallel__mesh="data:4"))
+
+
+def test_multihost_flags_must_come_together(capsys):
+    from nlpjax import cli
+    from tests.conftest import TINY
+
+    code = cli.main(["train", f"--config={TINY}", "--workdir=/tmp/x", "--num_processes=2"])
+    assert code == 2
+    assert "need all of --coordinator_address" in capsys.readouterr().err
