@@ -209,11 +209,7 @@ class _Loop:
         train_step = make_train_step(task, run.tx, run.schedule, axis_name=axis)
         self.multi_step = parallel.compile_steps(placement, scan_steps(train_step), "batch")
         self.eval_fn = make_eval_fn(task)
-        host_eval = task.eval_batches()
-        if placement.mode == "pmap":
-            self.eval_batches = jax.device_put(host_eval, placement.devices[0])
-        else:
-            self.eval_batches = parallel.put_batches(placement, host_eval)
+        self.eval_batches = parallel.put_eval_batches(placement, task.eval_batches())
         self.train_log = _TrainLog(writer, cfg, bar)
         self.signature = task.model_signature()
         self.throughput = metrics_lib.Throughput(

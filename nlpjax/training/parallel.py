@@ -246,6 +246,14 @@ def put_batches(placement: Placement, batches: dict) -> dict:
     }
 
 
+def put_eval_batches(placement: Placement, batches: dict) -> dict:
+    """Eval batches: split over the mesh (jit), or on the first device (pmap, which
+    evaluates the logical state returned by ``to_host_state``)."""
+    if placement.mode == "pmap":
+        return jax.device_put(batches, placement.devices[0])
+    return put_batches(placement, batches)
+
+
 def compile_steps(placement: Placement, multi_step: Callable, axis_name: str = "batch"):
     """jit (with shardings) or pmap of ``multi_step(state, batches)``."""
     if placement.mode == "pmap":
