@@ -1,4 +1,4 @@
-"""The ``nlpjax`` command line: train, eval, generate, plot (thin: parse, dispatch).
+"""The ``nlpjax`` command line: train, eval, generate, plot, data (thin: parse, dispatch).
 
 Config overrides use ml_collections' flag style: ``--config.optim.lr=3e-4``.
 """
@@ -68,6 +68,13 @@ def _build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="write a PNG of the training curves")
     plot.add_argument("--workdir", required=True)
     plot.add_argument("--output", default=None, help="default: WORKDIR/curves.png")
+
+    data = sub.add_parser("data", help="look at a config's data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    inspect = data_sub.add_parser("inspect", help="sizes, vocabulary, decoded batches, speed")
+    inspect.add_argument("--config", required=True, help="experiment file, path[:variant]")
+    inspect.add_argument("--split", default="train", choices=["train", "validation"])
+    inspect.add_argument("--num_examples", type=int, default=3)
     return parser
 
 
@@ -155,10 +162,22 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_data(args, overrides) -> int:
+    from nlpjax.config import load_config
+    from nlpjax.data.inspect import report
+    from nlpjax.tasks import TASKS
+
+    if args.num_examples < 0:
+        raise ValueError("--num_examples must be >= 0")
+    config = load_config(args.config, overrides)
+    print(report(TASKS[config.task](config, None), args.split, args.num_examples))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args, extra = parser.parse_known_args(argv)
-    with_config = args.command in ("train", "plan")
+    with_config = args.command in ("train", "plan", "data")
     overrides = _parse_overrides(extra, parser) if with_config else {}
     if extra and not with_config:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -178,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args, overrides)
         if args.command == "plan":
             return cmd_plan(args, overrides)
+        if args.command == "data":
+            return cmd_data(args, overrides)
         return {"eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot}[args.command](args)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)

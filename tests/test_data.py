@@ -1,4 +1,7 @@
-"""Raw data location, the text corpus builder, the char tokenizer and LM pipelines."""
+"""Raw data location, the text corpus builder, the char tokenizer, LM pipelines and
+`nlpjax data inspect`."""
+
+import ast
 
 import numpy as np
 import pytest
@@ -84,3 +87,55 @@ def test_windows_are_deterministic_and_resume_exactly():
 def test_stream_shorter_than_a_window():
     with pytest.raises(ValueError, match="too short"):
         pipeline.lm_windows(np.arange(5, dtype=np.int32), 9, 2, 0)
+
+
+def test_data_inspect_shows_sizes_vocabulary_decoded_windows_and_speed(capsys):
+    from nlpjax import cli
+    from tests.conftest import TINY
+
+    assert cli.main(["data", "inspect", f"--config={TINY}", "--num_examples=2"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 1 examples; 1,003,854 characters, 1,003,854 tokens; coverage 100.00%" in out
+    assert "validation: 1 examples; 111,540 characters" in out
+    assert "vocabulary: char, 65 ids" in out and "arrays: tokens int32[4, 17]" in out
+    inputs = [
+        ast.literal_eval(line.split(": ", 1)[1]) for line in out.splitlines() if "inputs  =" in line
+    ]
+    targets = [
+        ast.literal_eval(line.split(": ", 1)[1]) for line in out.splitlines() if "targets =" in line
+    ]
+    assert len(inputs) == 2 and all(
+        i[1:] == t[:-1] and len(i) == 16 for i, t in zip(inputs, targets, strict=True)
+    )
+    assert "all 16 targets weighted" in out
+    assert float(out.split("train pipeline: ")[1].split(" examples/s")[0].replace(",", "")) > 0
+
+
+def test_data_inspect_errors_exit_2(capsys):
+    from nlpjax import cli
+    from tests.conftest import TINY
+
+    code = cli.main(["data", "inspect", f"--config={TINY}", "--config.data.dataset=files:/nope/*"])
+    assert code == 2 and "error: no files match '/nope/*'" in capsys.readouterr().err
+
+
+def test_inspect_decodes_packed_rows_and_shows_their_masks():
+    import grain
+
+    from nlpjax.data import inspect, seq2seq_pipeline
+    from nlpjax.data.tokenizers import ByteTokenizer
+
+    tok = ByteTokenizer()
+    pairs = grain.MapDataset.source(
+        [{"de": "Hallo Welt", "en": "Hello world"}, {"de": "Ja", "en": "Yes"}]
+    )
+    examples = seq2seq_pipeline.pair_examples(pairs, tok.encode, ("de", "en"), 16, 16, tok.eos_id)
+    packed = seq2seq_pipeline.packed_batches(
+        examples, source_length=16, target_length=16, batch_size=1, start_id=tok.bos_id, num_bins=1
+    )
+    lines = inspect.example_report(next(iter(packed)), tok.decode, 1)
+    text = "\n".join(lines)
+    assert "inputs: 'Hallo Welt</s>Ja</s>'" in text
+    assert "decoder_inputs: '<s>Hello world<s>Yes'" in text
+    assert "inputs_segment_ids: 1111111111122200" in text  # 10 + EOS, 2 + EOS, padding
+    assert "targets_segment_ids: 1111111111112222" in text  # 11 + EOS, 3 + EOS: full

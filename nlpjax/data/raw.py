@@ -5,10 +5,13 @@ file must already be under ``$NLPJAX_DATA_DIR``; set ``NLPJAX_OFFLINE=1`` to ski
 download attempt entirely.
 """
 
+import glob
+import gzip
 import hashlib
 import os
 import tempfile
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "nlpjax" / "data"
@@ -66,16 +69,64 @@ def locate(relpath: str, url: str | None = None, md5: str | None = None) -> Path
     )
 
 
-def read_text(path: Path, errors: str = "strict") -> str:
-    """Reads a UTF-8 text file; bad bytes raise DataError with the byte offset."""
-    data = Path(path).read_bytes()
+def read_bytes(path: Path) -> bytes:
+    """The bytes of a file, decompressed when its name ends in ``.gz``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"raw data file not found: {path}")
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a readable gzip file ({e})") from None
+    return path.read_bytes()
+
+
+def read_text(path: Path, errors: str = "strict", allow_empty: bool = False) -> str:
+    """Reads a UTF-8 text file (``.gz`` decompressed); bad bytes raise with the byte offset.
+
+    Args:
+      path: the file.
+      errors: ``"strict"`` (non-UTF-8 bytes are a DataError naming the file and the byte
+        offset) or ``"replace"`` (they become U+FFFD).
+      allow_empty: if False, a file with only whitespace is a DataError.
+    """
+    if errors not in ("strict", "replace"):
+        raise DataError(f"errors must be 'strict' or 'replace', got {errors!r}")
+    data = read_bytes(path)
     try:
         text = data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
+        where = " of the decompressed text" if Path(path).suffix == ".gz" else ""
         raise DataError(
-            f"{path}: not valid UTF-8 at byte offset {e.start} ({data[e.start : e.start + 4]!r}); "
-            "re-encode the file as UTF-8"
+            f"{path}: not valid UTF-8 at byte offset {e.start}{where} "
+            f"({data[e.start : e.start + 4]!r}); re-encode the file as UTF-8 "
+            "or read it with errors='replace'"
         ) from None
-    if not text.strip():
+    if not allow_empty and not text.strip():
         raise DataError(f"{path}: the corpus is empty")
     return text
+
+
+def expand_paths(patterns: Sequence[str], suffix: str = ".txt") -> list[Path]:
+    """Files named by ``patterns``: files, directories (every ``*{suffix}`` below) or globs.
+
+    Each pattern must match at least one file; the result is sorted per pattern and
+    free of duplicates.
+    """
+    found: dict[Path, None] = {}  # ordered set
+    for pattern in patterns:
+        path = Path(pattern).expanduser()
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob(f"*{suffix}") if p.is_file())
+        elif path.is_file():
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+            matches = [p for p in matches if p.is_file()]
+        if not matches:
+            what = f"no *{suffix} files in directory" if path.is_dir() else "no files match"
+            raise DataError(f"{what} {pattern!r}; the corpus is empty")
+        found.update(dict.fromkeys(matches))
+    return list(found)

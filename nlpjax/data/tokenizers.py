@@ -1,11 +1,51 @@
-"""Tokenizers, saved as JSON in the workdir so eval, generate and resume reuse them."""
+"""Tokenizers, saved as one JSON file in the workdir so eval, generate and resume reuse them.
 
+Kinds: ``char`` (the sorted characters of the training text, no special ids), ``byte``
+(UTF-8 bytes), ``word`` (``word_tokenizer.py``) and ``sentencepiece``
+(``spm_tokenizer.py``); the last three share the id layout of ``special_tokens.py``.
+A tokenizer's ``fingerprint`` (a hash of its saved form) goes into every checkpoint's
+data state; restoring with a different vocabulary is a ``VocabularyMismatchError``.
+"""
+
+import dataclasses
+import hashlib
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
+from jaxtyping import Int
 
 from nlpjax.data.raw import DataError
+from nlpjax.data.special_tokens import NUM_SPECIAL, ExtraIds, SpecialIdsMixin, decode_with_specials
+from nlpjax.data.spm_tokenizer import SentencePieceTokenizer
+from nlpjax.data.word_tokenizer import WordTokenizer
+
+
+class VocabularyMismatchError(DataError):
+    """A saved vocabulary differs from the one a checkpoint or config expects."""
+
+
+class Tokenizer(Protocol):
+    """What every tokenizer provides."""
+
+    kind: str
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> Int[np.ndarray, " L"]: ...
+
+    def decode(self, ids) -> str: ...
+
+    def count_unknown(self, text: str) -> tuple[int, int]:
+        """(tokens, tokens outside the vocabulary) of ``text``."""
+
+    def to_dict(self) -> dict: ...
+
+    def spec(self) -> dict:
+        """The settings that built it, compared with a config's ``TokenizerConfig``."""
 
 
 class CharTokenizer:
@@ -25,15 +65,22 @@ class CharTokenizer:
     def from_text(cls, text: str) -> "CharTokenizer":
         return cls("".join(sorted(set(text))))
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "CharTokenizer":
+        return cls(data["chars"])
+
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
 
-    def encode(self, text: str) -> np.ndarray:
-        """str -> int32 ids; characters outside the vocabulary raise ValueError."""
+    def _ids(self, text: str) -> np.ndarray:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         in_range = codes < len(self._lookup)
-        ids = np.where(in_range, self._lookup[np.minimum(codes, len(self._lookup) - 1)], -1)
+        return np.where(in_range, self._lookup[np.minimum(codes, len(self._lookup) - 1)], -1)
+
+    def encode(self, text: str) -> Int[np.ndarray, " L"]:
+        """str -> int32 ids; characters outside the vocabulary raise ValueError."""
+        ids = self._ids(text)
         if (ids < 0).any():
             unknown = sorted({text[i] for i in np.flatnonzero(ids < 0)})
             raise ValueError(
@@ -45,23 +92,196 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))
 
+    def count_unknown(self, text: str) -> tuple[int, int]:
+        return len(text), int((self._ids(text) < 0).sum())
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "chars": self.chars}
+
+    def spec(self) -> dict:
+        return {"kind": self.kind}
 
     def __eq__(self, other) -> bool:
         return isinstance(other, CharTokenizer) and other.chars == self.chars
 
 
-TOKENIZERS = {"char": CharTokenizer}
+class ByteTokenizer(SpecialIdsMixin):
+    """UTF-8 bytes as ids 4..259 after pad/eos/unk/bos, then the reserved extra ids."""
+
+    kind = "byte"
+
+    def __init__(self, num_registers: int = 4, num_sentinels: int = 0):
+        self.extra = ExtraIds(NUM_SPECIAL + 256, num_registers, num_sentinels)
+
+    @classmethod
+    def from_text(cls, text: str = "") -> "ByteTokenizer":
+        return cls()
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ByteTokenizer":
+        return cls(data["num_registers"], data["num_sentinels"])
+
+    def encode(self, text: str) -> Int[np.ndarray, " L"]:
+        return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + NUM_SPECIAL
+
+    def decode(self, ids) -> str:
+        def body(run):
+            return bytes(i - NUM_SPECIAL for i in run).decode("utf-8", errors="replace")
+
+        flat = np.asarray(ids).reshape(-1)
+        return decode_with_specials(
+            flat, lambda i: NUM_SPECIAL <= i < self.extra.base, body, self.special_piece
+        )
+
+    def count_unknown(self, text: str) -> tuple[int, int]:
+        return len(text.encode("utf-8")), 0
+
+    def to_dict(self) -> dict:
+        e = self.extra
+        return {
+            "kind": self.kind,
+            "num_registers": e.num_registers,
+            "num_sentinels": e.num_sentinels,
+        }
+
+    def spec(self) -> dict:
+        return self.to_dict()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ByteTokenizer) and other.extra == self.extra
+
+
+TOKENIZERS: dict[str, Any] = {
+    "char": CharTokenizer,
+    "byte": ByteTokenizer,
+    "word": WordTokenizer,
+    "sentencepiece": SentencePieceTokenizer,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    """How to build a tokenizer from a training split (fields a task's data config copies).
+
+    Attributes:
+      kind: char | byte | word | sentencepiece.
+      vocab_size: sentencepiece: pieces in the model, including pad/eos/unk/bos.
+      model_type: sentencepiece: unigram | bpe.
+      character_coverage: sentencepiece: fraction of characters covered by the model.
+      max_train_texts: sentencepiece: texts (sentences) used for training, at most.
+      min_count: word: words seen fewer times become <unk>.
+      max_size: word: keep only the most frequent words (0 = no limit).
+      lowercase: word: lowercase before splitting on whitespace.
+      num_registers: byte/word/sentencepiece: register ids reserved after <pause>, <sink>.
+      num_sentinels: byte/word/sentencepiece: span-corruption sentinels (T5 uses 100).
+    """
+
+    kind: str = "char"
+    vocab_size: int = 8000
+    model_type: str = "unigram"
+    character_coverage: float = 1.0
+    max_train_texts: int = 2_000_000
+    min_count: int = 1
+    max_size: int = 0
+    lowercase: bool = False
+    num_registers: int = 4
+    num_sentinels: int = 0
+
+    def __post_init__(self):
+        if self.kind not in TOKENIZERS:
+            raise ValueError(f"tokenizer kind must be one of {tuple(TOKENIZERS)}: {self.kind!r}")
+        if self.model_type not in ("unigram", "bpe"):
+            raise ValueError(f"model_type must be unigram or bpe, got {self.model_type!r}")
+
+    def spec(self) -> dict:
+        """The fields that matter for this kind (compared with a saved tokenizer's spec)."""
+        fields = {
+            "char": (),
+            "byte": ("num_registers", "num_sentinels"),
+            "word": ("min_count", "max_size", "lowercase", "num_registers", "num_sentinels"),
+            "sentencepiece": ("vocab_size", "model_type", "num_registers", "num_sentinels"),
+        }[self.kind]
+        return {"kind": self.kind} | {f: getattr(self, f) for f in fields}
+
+
+def build_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]):
+    """Builds the tokenizer ``cfg`` describes from the training ``texts``."""
+    if cfg.kind == "char":
+        return CharTokenizer.from_text("".join(texts))
+    if cfg.kind == "byte":
+        return ByteTokenizer(cfg.num_registers, cfg.num_sentinels)
+    if cfg.kind == "word":
+        return WordTokenizer.from_texts(
+            texts, cfg.min_count, cfg.max_size, cfg.lowercase, cfg.num_registers, cfg.num_sentinels
+        )
+    return SentencePieceTokenizer.train(
+        texts,
+        vocab_size=cfg.vocab_size,
+        model_type=cfg.model_type,
+        character_coverage=cfg.character_coverage,
+        max_train_texts=cfg.max_train_texts,
+        num_registers=cfg.num_registers,
+        num_sentinels=cfg.num_sentinels,
+    )
+
+
+def fingerprint(tokenizer) -> str:
+    """A short hash of the tokenizer's saved form: equal iff the vocabularies are equal."""
+    blob = json.dumps(tokenizer.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def save_tokenizer(tokenizer, path: Path) -> None:
     Path(path).write_text(json.dumps(tokenizer.to_dict(), ensure_ascii=False))
 
 
-def load_tokenizer(path: Path):
-    data = json.loads(Path(path).read_text())
-    kind = data.pop("kind")
+def load_tokenizer(path: Path, expected_fingerprint: str | None = None):
+    """Reads a saved tokenizer; a fingerprint other than ``expected_fingerprint`` raises."""
+    try:
+        data = json.loads(Path(path).read_text())
+        kind = data["kind"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a readable tokenizer file ({e})") from None
     if kind not in TOKENIZERS:
         raise DataError(f"{path}: unknown tokenizer kind {kind!r}")
-    return TOKENIZERS[kind](**data)
+    tokenizer = TOKENIZERS[kind].from_dict(data)
+    if expected_fingerprint is not None:
+        check_fingerprint(tokenizer, expected_fingerprint, str(path))
+    return tokenizer
+
+
+def check_fingerprint(tokenizer, expected: str, where: str, expected_size: int = -1) -> None:
+    """Raises ``VocabularyMismatchError`` naming ``where`` unless the fingerprints match."""
+    got = fingerprint(tokenizer)
+    if got != expected:
+        size = f" ({expected_size} tokens)" if expected_size >= 0 else ""
+        raise VocabularyMismatchError(
+            f"{where}: vocabulary {got} ({tokenizer.kind}, {tokenizer.vocab_size} tokens) does "
+            f"not match the checkpoint's vocabulary {expected}{size}. The tokenizer file was "
+            "replaced or rebuilt; restore the original file or start a new --workdir."
+        )
+
+
+def check_config(tokenizer, cfg: TokenizerConfig, where: str) -> None:
+    """Raises ``VocabularyMismatchError`` if a saved tokenizer was built with other settings."""
+    saved, wanted = tokenizer.spec(), cfg.spec()
+    if saved != wanted:
+        diffs = [
+            f"{k}: file has {saved.get(k, '<absent>')!r}, config has {wanted.get(k, '<absent>')!r}"
+            for k in sorted(set(saved) | set(wanted))
+            if saved.get(k) != wanted.get(k)
+        ]
+        raise VocabularyMismatchError(
+            f"{where}: the saved tokenizer does not match the config's tokenizer settings:\n  "
+            + "\n  ".join(diffs)
+            + "\nUse the config that built it, or a new --workdir."
+        )
+
+
+def restore_or_build(path: Path, cfg: TokenizerConfig, texts: Callable[[], Iterable[str]]):
+    """The tokenizer saved at ``path`` (checked against ``cfg``), else one built from texts()."""
+    if Path(path).is_file():
+        tokenizer = load_tokenizer(path)
+        check_config(tokenizer, cfg, str(path))
+        return tokenizer
+    return build_tokenizer(cfg, texts())

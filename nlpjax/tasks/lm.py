@@ -11,14 +11,16 @@ from typing import Any
 
 import flax.linen as nn
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from nlpjax.config import Config, ConfigError
 from nlpjax.data import pipeline
 from nlpjax.data.raw import DataError
-from nlpjax.data.tfds_builders.text_corpus import load_documents
+from nlpjax.data.sources import load_documents
 from nlpjax.data.tokenizers import TOKENIZERS, load_tokenizer, save_tokenizer
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
 
@@ -29,7 +31,7 @@ TOKENIZER_FILE = "tokenizer.json"
 class LMDataConfig:
     """Corpus, tokenizer and batch shape of a language-model run."""
 
-    dataset: str = "tiny_shakespeare"  # a text_corpus config name
+    dataset: str = "tiny_shakespeare"  # a dataset spec (nlpjax.data.sources), e.g. tfds:lm1b
     tokenizer: str = "char"
     context: int = 64
     batch_size: int = 12
@@ -56,8 +58,10 @@ class LMTask:
                 f"data.context={data.context} exceeds model.max_len={config.model.max_len}"
             )
         self._tokens: dict[str, np.ndarray] = {}
+        self._prepared = False
         self.config = config
         saved = Path(workdir) / TOKENIZER_FILE if workdir else None
+        self._tokenizer_file = str(saved or TOKENIZER_FILE)
         if saved is not None and saved.is_file():
             self.tokenizer = load_tokenizer(saved)
         else:
@@ -76,6 +80,11 @@ class LMTask:
     # -- data ---------------------------------------------------------------------------
 
     def _text(self, split: str) -> str:
+        if jax.process_count() > 1 and not self._prepared:  # one host prepares, then all read
+            if jax.process_index() == 0:
+                load_documents(self.config.data.dataset, split, self.config.data.tfds_data_dir)
+            multihost_utils.sync_global_devices("nlpjax: dataset prepared")
+            self._prepared = True
         docs = load_documents(self.config.data.dataset, split, self.config.data.tfds_data_dir)
         text = "".join(docs)
         if not text:
@@ -89,11 +98,17 @@ class LMTask:
 
     def _windows(self, split: str, seed: int) -> grain.MapDataset:
         data = self.config.data
-        return pipeline.lm_windows(self.tokens(split), data.context + 1, data.batch_size, seed)
+        shard = pipeline.Shard.this_host()
+        return pipeline.lm_windows(
+            self.tokens(split), data.context + 1, data.batch_size, seed, shard
+        )
 
     def train_iterator(self) -> grain.DatasetIterator:
         return pipeline.iterator(
-            self._windows("train", self.config.seed), self.config.data.prefetch
+            self._windows("train", self.config.seed),
+            self.config.data.prefetch,
+            vocabulary=self.tokenizer,
+            vocab_file=self._tokenizer_file,
         )
 
     def eval_batches(self) -> dict[str, np.ndarray]:
