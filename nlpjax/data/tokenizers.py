@@ -11,10 +11,10 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from etils import epath
 from jaxtyping import Int
 
 from nlpjax.data.raw import DataError
@@ -231,14 +231,14 @@ def fingerprint(tokenizer) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def save_tokenizer(tokenizer, path: Path) -> None:
-    Path(path).write_text(json.dumps(tokenizer.to_dict(), ensure_ascii=False))
+def save_tokenizer(tokenizer, path: epath.PathLike) -> None:
+    epath.Path(path).write_text(json.dumps(tokenizer.to_dict(), ensure_ascii=False))
 
 
-def load_tokenizer(path: Path, expected_fingerprint: str | None = None):
+def load_tokenizer(path: epath.PathLike, expected_fingerprint: str | None = None):
     """Reads a saved tokenizer; a fingerprint other than ``expected_fingerprint`` raises."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(epath.Path(path).read_text())
         kind = data["kind"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not a readable tokenizer file ({e})") from None
@@ -278,9 +278,11 @@ def check_config(tokenizer, cfg: TokenizerConfig, where: str) -> None:
         )
 
 
-def restore_or_build(path: Path, cfg: TokenizerConfig, texts: Callable[[], Iterable[str]]):
+def restore_or_build(
+    path: epath.PathLike, cfg: TokenizerConfig, texts: Callable[[], Iterable[str]]
+):
     """The tokenizer saved at ``path`` (checked against ``cfg``), else one built from texts()."""
-    if Path(path).is_file():
+    if epath.Path(path).is_file():
         tokenizer = load_tokenizer(path)
         check_config(tokenizer, cfg, str(path))
         return tokenizer

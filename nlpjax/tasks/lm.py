@@ -6,7 +6,6 @@ reports loss and perplexity per token on fixed validation windows.
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -15,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from jax.experimental import multihost_utils
 
 from nlpjax.config import Config, ConfigError
@@ -51,7 +51,7 @@ class LMTask:
     model_config_cls = DecoderConfig
     data_config_cls = LMDataConfig
 
-    def __init__(self, config: Config, workdir: str | Path | None = None):
+    def __init__(self, config: Config, workdir: epath.PathLike | None = None):
         data = config.data
         if data.context > config.model.max_len:
             raise ConfigError(
@@ -60,7 +60,7 @@ class LMTask:
         self._tokens: dict[str, np.ndarray] = {}
         self._prepared = False
         self.config = config
-        saved = Path(workdir) / TOKENIZER_FILE if workdir else None
+        saved = epath.Path(workdir) / TOKENIZER_FILE if workdir else None
         self._tokenizer_file = str(saved or TOKENIZER_FILE)
         if saved is not None and saved.is_file():
             self.tokenizer = load_tokenizer(saved)
@@ -151,8 +151,8 @@ class LMTask:
     def flops_per_token(self) -> float:
         return flops_per_token(self.config.model, self.config.data.context)
 
-    def save_assets(self, directory: str | Path) -> None:
-        save_tokenizer(self.tokenizer, Path(directory) / TOKENIZER_FILE)
+    def save_assets(self, directory: epath.PathLike) -> None:
+        save_tokenizer(self.tokenizer, epath.Path(directory) / TOKENIZER_FILE)
 
     def model_signature(self) -> dict:
         return {"task": self.config.task, "model": dataclasses.asdict(self.config.model)}
