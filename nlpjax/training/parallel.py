@@ -199,9 +199,9 @@ class Placement:
         import contextlib
 
         stack = contextlib.ExitStack()
-        if self.mesh is not None:
+        if self.mesh is not None:  # pmap: no mesh, no logical constraints
             stack.enter_context(jax.set_mesh(self.mesh))
-        stack.enter_context(nn.logical_axis_rules(self.rules))
+            stack.enter_context(nn.logical_axis_rules(self.rules))
         return stack
 
 
