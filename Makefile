@@ -22,8 +22,9 @@ demo: $(STAMP)
 	$(VENV)/bin/nlpjax train --config=experiments/shakespeare_char.py:demo --workdir=$(DEMO_DIR)
 	$(VENV)/bin/nlpjax generate --workdir=$(DEMO_DIR) --prompt="ROMEO:" --max_new_tokens=300 --temperature=0.8 --top_k=40 --seed=0
 
+# Test files run in parallel on every core (one file stays on one worker).
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n auto --dist loadfile
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
