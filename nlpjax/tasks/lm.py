@@ -65,7 +65,9 @@ class LMTask:
         if saved is not None and saved.is_file():
             self.tokenizer = load_tokenizer(saved)
         else:
-            self.tokenizer = TOKENIZERS[data.tokenizer].from_text(self._text("train"))
+            text = self._text("train")  # read once: builds the vocabulary, then is encoded
+            self.tokenizer = TOKENIZERS[data.tokenizer].from_text(text)
+            self._tokens["train"] = self.tokenizer.encode(text)
         vocab = self.tokenizer.vocab_size
         if config.model.vocab_size not in (0, vocab):
             raise ConfigError(

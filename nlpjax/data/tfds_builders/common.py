@@ -4,12 +4,25 @@ Builders write array_record files and are read through ``as_data_source`` (rando
 access, no TensorFlow), which is what grain pipelines consume.
 """
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 
 from nlpjax.data.raw import DataError
+
+
+def files_digest(settings: dict, files_by_split: dict[str, list[Path]]) -> str:
+    """16 hex digits naming a user-files config: its settings plus each file's resolved
+    path, size and modification time, so edited files get a freshly prepared dataset."""
+    identity = dict(settings)
+    for split, files in files_by_split.items():
+        identity[split] = [
+            (str(p.resolve()), st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()]
+        ]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
 
 def tfds_data_dir(configured: str = "") -> str:

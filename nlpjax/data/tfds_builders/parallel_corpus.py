@@ -8,14 +8,12 @@ config for any user files.
 """
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 
 from nlpjax.data import raw
-from nlpjax.data.tfds_builders.common import prepared_source
+from nlpjax.data.tfds_builders.common import files_digest, prepared_source
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
 
@@ -69,11 +67,8 @@ def parallel_files_config(
     errors: str = "strict",
 ) -> ParallelCorpusConfig:
     """A config for user files ``{split: (source_file, target_file)}``, named by their hash."""
-    identity: dict = {"languages": list(languages), "errors": errors}
-    for split, pair in splits.items():
-        stats = [(Path(p), _existing(Path(p)).stat()) for p in pair]
-        identity[split] = [(str(p.resolve()), st.st_size, st.st_mtime_ns) for p, st in stats]
-    digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    files = {split: [_existing(Path(p)) for p in pair] for split, pair in splits.items()}
+    digest = files_digest({"languages": list(languages), "errors": errors}, files)
     return ParallelCorpusConfig(
         name=f"files_{digest}",
         description=f"user parallel files: {splits}",

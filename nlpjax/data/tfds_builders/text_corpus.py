@@ -8,14 +8,12 @@ config for any user files, directories of ``.txt`` files or globs.
 """
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Iterator, Sequence
 
 import tensorflow_datasets as tfds
 
 from nlpjax.data import raw
-from nlpjax.data.tfds_builders.common import prepared_source, tfds_data_dir
+from nlpjax.data.tfds_builders.common import files_digest, prepared_source, tfds_data_dir
 
 SPLIT_BY = ("file", "line", "paragraph")
 
@@ -66,12 +64,11 @@ def files_config(
     """
     if split_by not in SPLIT_BY:
         raise raw.DataError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
-    identity = {"split_by": split_by, "errors": errors}
-    for split, patterns in (("train", train), ("validation", validation)):
-        files = raw.expand_paths(patterns) if patterns else []
-        stats = [(p, p.stat()) for p in files]
-        identity[split] = [(str(p.resolve()), st.st_size, st.st_mtime_ns) for p, st in stats]
-    digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    files = {
+        split: raw.expand_paths(patterns) if patterns else []
+        for split, patterns in (("train", train), ("validation", validation))
+    }
+    digest = files_digest({"split_by": split_by, "errors": errors}, files)
     return TextCorpusConfig(
         name=f"files_{digest}",
         description=f"user text files: train={list(train)}, validation={list(validation)}",
