@@ -14,6 +14,8 @@ import dataclasses
 import difflib
 import importlib.util
 import json
+import logging
+import traceback
 import types
 import typing
 from collections.abc import Mapping
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -168,13 +172,32 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file not found: {path_str!r} (pass --config=path/to/file.py)")
     module_spec = importlib.util.spec_from_file_location(f"_nlpjax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # a user's file: syntax errors, failed imports, anything
+        raise ConfigError(_file_error(path, e, "cannot load config file")) from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path_str} defines no get_config(arg) function")
-    cd = module.get_config(arg or None)
+    try:
+        cd = module.get_config(arg or None)
+    except Exception as e:
+        raise ConfigError(_file_error(path, e, f"get_config({arg or None!r}) failed in")) from None
     if not isinstance(cd, ml_collections.ConfigDict):
         raise ConfigError(f"{path_str}: get_config must return an ml_collections.ConfigDict")
     return cd
+
+
+def _file_error(path: Path, error: Exception, what: str) -> str:
+    """One line naming ``path``, the line in it where ``error`` arose, and the error."""
+    line = None
+    if isinstance(error, SyntaxError) and error.filename and Path(error.filename) == path:
+        line = error.lineno
+    else:
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == path]
+        line = frames[-1].lineno if frames else None
+    where = f"{path}:{line}" if line else str(path)
+    detail = error.msg if isinstance(error, SyntaxError) else str(error)
+    return f"{what} {where}: {type(error).__name__}: {detail}; fix the file and rerun"
 
 
 def flat_keys(tree: Mapping, prefix: str = "") -> list[str]:
@@ -188,12 +211,82 @@ def flat_keys(tree: Mapping, prefix: str = "") -> list[str]:
     return keys
 
 
+# Names people commonly use for a key, by the key's last component (lower case).
+KEY_ALIASES: dict[str, tuple[str, ...]] = {
+    "lr": ("learning_rate", "learningrate", "lr_max", "max_lr", "peak_lr", "base_lr"),
+    "steps": ("num_steps", "max_steps", "train_steps", "total_steps", "iterations", "iters"),
+    "batch_size": ("batch", "bs", "global_batch_size", "batchsize"),
+    "d_model": ("hidden_size", "hidden_dim", "dim", "width", "embed_dim", "n_embd", "d_hidden"),
+    "d_ff": ("ffn_dim", "mlp_dim", "intermediate_size", "ff_dim", "hidden_ff"),
+    "num_layers": ("layers", "n_layers", "n_layer", "depth", "num_hidden_layers"),
+    "num_heads": ("heads", "n_heads", "n_head", "num_attention_heads"),
+    "context": ("seq_len", "sequence_length", "block_size", "context_length", "max_seq_len"),
+    "max_len": ("max_length", "max_position_embeddings", "n_positions"),
+    "warmup_steps": ("warmup", "num_warmup_steps", "warmup_iters"),
+    "weight_decay": ("wd", "decay"),
+    "clip_norm": ("grad_clip", "clip", "max_grad_norm", "gradient_clipping"),
+    "dropout": ("dropout_rate", "dropout_prob", "p_dropout"),
+    "vocab_size": ("vocab", "n_vocab", "vocabulary_size"),
+    "every": ("eval_every", "save_every", "interval", "frequency", "freq"),
+    "seed": ("random_seed", "rng_seed"),
+    "log_every": ("log_interval", "log_freq", "log_steps", "print_every"),
+    "b1": ("beta1", "beta_1", "adam_beta1"),
+    "b2": ("beta2", "beta_2", "adam_beta2"),
+    "eps": ("epsilon", "adam_eps", "adam_epsilon"),
+    "tokenizer": ("vocab_type", "tokenizer_kind", "tokenization"),
+}
+_ALIAS_TO_KEY = {alias: key for key, aliases in KEY_ALIASES.items() for alias in aliases}
+
+
 def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    if not close:  # try matching the last component only
-        last = key.rsplit(".", 1)[-1]
-        close = [k for k in valid if difflib.get_close_matches(last, [k.rsplit(".", 1)[-1]])][:1]
-    return f"; did you mean '{close[0]}'?" if close else ""
+    """``"; did you mean 'x'?"`` for the valid key most likely meant by ``key``, else ''.
+
+    Tries, in order: a known alias of the last component (``learning_rate`` -> ``lr``)
+    in the same section, then in any section; a close spelling of the last component
+    within a valid section; a close spelling of the whole key; a valid
+    last component contained in the given one or the other way round
+    (``train_steps`` -> ``steps``); a close spelling of the last component.
+    """
+    section, _, last = key.rpartition(".")
+    by_last: dict[str, list[str]] = {}
+    for k in valid:
+        by_last.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+
+    def prefer_section(candidates: list[str]) -> list[str]:
+        same = [k for k in candidates if k.rpartition(".")[0] == section]
+        return same or candidates
+
+    low = last.lower()
+    candidates: list[str] = []
+    if low in _ALIAS_TO_KEY:
+        candidates = prefer_section(by_last.get(_ALIAS_TO_KEY[low], []))
+    sections = {k.rpartition(".")[0] for k in valid}
+    if not candidates and section in sections:  # right section: compare the last names
+        names = [k.rsplit(".", 1)[-1] for k in valid if k.rpartition(".")[0] == section]
+        close = difflib.get_close_matches(last, names, n=1, cutoff=0.6)
+        candidates = [f"{section}.{close[0]}"] if close else []
+    if not candidates and section not in sections:  # a misspelled section
+        candidates = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if not candidates and len(low) >= 2:
+        contained = [k for name, ks in by_last.items() for k in ks if _overlaps(low, name)]
+        candidates = prefer_section(contained)
+    if not candidates:
+        close = difflib.get_close_matches(last, list(by_last), n=1, cutoff=0.6)
+        candidates = prefer_section(by_last[close[0]]) if close else []
+    return f"; did you mean '{candidates[0]}'?" if candidates else ""
+
+
+def _overlaps(given: str, name: str) -> bool:
+    """Whether one name contains the other as a whole ``_``-separated part run."""
+    short, long_ = sorted((given, name), key=len)
+    if len(short) < 2 or short == long_:
+        return short == long_
+    parts = long_.split("_")
+    return any(
+        "_".join(parts[i:j]) == short
+        for i in range(len(parts))
+        for j in range(i + 1, len(parts) + 1)
+    )
 
 
 def parse_value(text: str, current: Any, key: str) -> Any:
@@ -220,10 +313,29 @@ def parse_value(text: str, current: Any, key: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         pass
-    type_name = type(current).__name__
     raise ConfigError(
-        f"--config.{key}={text!r}: expected a {type_name} (current value {current!r})"
+        f"--config.{key}={text!r}: {_TYPE_WORDS.get(type(current), type(current).__name__)} "
+        f"expected, got {text!r}; for example --config.{key}={_example(current)}"
     )
+
+
+_TYPE_WORDS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    tuple: "a tuple",
+    list: "a list",
+}
+
+
+def _example(current: Any) -> str:
+    """An override value of the same type as ``current`` (its own value, printed)."""
+    if isinstance(current, bool):
+        return str(current).lower()
+    if isinstance(current, tuple | list):
+        return repr(tuple(current)).replace(" ", "")
+    return str(current)
 
 
 def apply_overrides(cd: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> None:
@@ -259,7 +371,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint in (int, float, str, bool) and not (
         isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
     ):
-        raise ConfigError(f"config key '{key}' must be {hint.__name__}, got {value!r}")
+        raise ConfigError(
+            f"config key '{key}' must be {_TYPE_WORDS.get(hint, hint.__name__)}, got {value!r}"
+        )
     return value
 
 
@@ -318,7 +432,25 @@ def load_config(spec: str, overrides: Mapping[str, str] | None = None) -> Config
     """File spec (``path[:arg]``) + overrides -> validated ``Config``."""
     cd = load_config_file(spec)
     apply_overrides(cd, overrides or {})
-    return resolve(cd)
+    config = resolve(cd)
+    warn_odd_settings(config)
+    return config
+
+
+def warn_odd_settings(config: Config) -> list[str]:
+    """Logs (and returns) a warning for each valid but probably unintended setting."""
+    warnings = []
+    warmup, steps = config.optim.warmup_steps, config.train.steps
+    if warmup >= steps:
+        peak = config.optim.lr * (steps - 1) / warmup
+        warnings.append(
+            f"optim.warmup_steps={warmup} >= train.steps={steps}: the learning rate never "
+            f"reaches optim.lr={config.optim.lr:g} (at most {peak:.3g}); lower "
+            "optim.warmup_steps or raise train.steps if that is not intended"
+        )
+    for message in warnings:
+        logger.warning(message)
+    return warnings
 
 
 def from_json(text: str) -> Config:

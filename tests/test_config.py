@@ -35,9 +35,62 @@ def test_unknown_key_suggests_closest(key, suggestion):
         load_config(DEFAULT, {key: "1"})
 
 
-def test_bad_value_type_is_an_error():
-    with pytest.raises(ConfigError, match="train.steps.*expected a int"):
-        load_config(DEFAULT, {"train.steps": "many"})
+@pytest.mark.parametrize(
+    "key,suggestion",
+    [
+        ("optim.learning_rate", "optim.lr"),
+        ("train.num_steps", "train.steps"),
+        ("train.max_steps", "train.steps"),
+        ("train.train_steps", "train.steps"),
+        ("data.batch", "data.batch_size"),
+        ("model.hidden_size", "model.d_model"),
+        ("model.dim", "model.d_model"),
+        ("model.layers", "model.num_layers"),
+        ("model.n_head", "model.num_heads"),
+        ("data.seq_len", "data.context"),
+        ("optim.warmup", "optim.warmup_steps"),
+        ("optim.min_lr", "optim.min_lr_ratio"),
+        ("eval.eval_every", "eval.every"),
+        ("optim.beta1", "optim.b1"),
+    ],
+)
+def test_unknown_key_suggests_aliases_and_substrings(key, suggestion):
+    with pytest.raises(ConfigError) as info:
+        load_config(DEFAULT, {key: "1"})
+    assert str(info.value) == f"unknown config key '{key}'; did you mean '{suggestion}'?"
+
+
+def test_unrelated_key_gets_no_far_fetched_suggestion():
+    with pytest.raises(ConfigError) as info:
+        load_config(DEFAULT, {"optim.foo": "1"})
+    assert str(info.value) == "unknown config key 'optim.foo'"
+
+
+@pytest.mark.parametrize(
+    "key,text,expected",
+    [
+        ("train.steps", "abc", "an integer expected, got 'abc'; for example --config.train.steps="),
+        ("train.steps", "2.5", "an integer expected"),
+        ("optim.lr", "fast", "a number expected, got 'fast'; for example --config.optim.lr="),
+        ("model.tie_embeddings", "maybe", "true or false expected"),
+    ],
+)
+def test_bad_value_type_names_key_value_and_example(key, text, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(DEFAULT, {key: text})
+    message = str(info.value)
+    assert message.startswith(f"--config.{key}={text!r}: ") and expected in message
+    assert "a int" not in message and "\n" not in message
+
+
+def test_warmup_longer_than_the_run_is_warned(caplog):
+    with caplog.at_level("WARNING", logger="nlpjax.config"):
+        load_config(DEFAULT, {"train.steps": "50", "optim.warmup_steps": "100"})
+    assert any("optim.warmup_steps=100 >= train.steps=50" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nlpjax.config"):
+        load_config(DEFAULT, {"train.steps": "500", "optim.warmup_steps": "100"})
+    assert not caplog.records
 
 
 def test_impossible_shapes_are_errors():
@@ -70,3 +123,25 @@ def test_unknown_key_inside_the_file_is_an_error(tmp_path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("experiments/nope.py")
+
+
+@pytest.mark.parametrize(
+    "body,line,kind",
+    [
+        ("import ml_collections\n\ndef get_config(arg=None)\n    return None\n", 3, "SyntaxError"),
+        ("def get_config(arg=None):\n    x = 1\n    return 1 / 0\n", 3, "ZeroDivisionError"),
+        ("import no_such_module_xyz\n", 1, "ModuleNotFoundError"),
+    ],
+)
+def test_broken_config_file_is_a_one_line_error_with_exit_2(tmp_path, capsys, body, line, kind):
+    from nlpjax import cli
+
+    path = tmp_path / "broken.py"
+    path.write_text(body)
+    workdir = tmp_path / "w"
+    code = cli.main(["train", f"--config={path}", f"--workdir={workdir}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"{path}:{line}" in err and kind in err and "Traceback" not in err
+    assert not workdir.exists()  # nothing was started
