@@ -30,7 +30,18 @@ def base() -> ml_collections.ConfigDict:
     )
     c.data = dict(
         dataset="tiny_shakespeare",
-        tokenizer="char",
+        tokenizer=dict(  # nlpjax.data.tokenizers.TokenizerConfig; char uses only kind
+            kind="char",  # char | byte | word | sentencepiece
+            vocab_size=8000,  # sentencepiece: pieces requested (small corpora get fewer)
+            model_type="unigram",  # sentencepiece: unigram | bpe
+            character_coverage=1.0,  # sentencepiece
+            max_train_texts=2_000_000,  # sentencepiece: training lines, at most
+            min_count=1,  # word: rarer words become <unk>
+            max_size=0,  # word: keep the most frequent words only (0 = all)
+            lowercase=False,  # word
+            num_registers=4,  # byte/word/sentencepiece: reserved register ids
+            num_sentinels=0,  # byte/word/sentencepiece: span-corruption sentinels
+        ),
         context=64,
         batch_size=12,
         tfds_data_dir="",

@@ -342,6 +342,13 @@ def apply_overrides(cd: ml_collections.ConfigDict, overrides: Mapping[str, str])
     """Applies ``{"optim.lr": "3e-4"}``-style overrides in place; unknown keys raise."""
     valid = flat_keys(cd)
     for key, text in overrides.items():
+        inside = [k for k in valid if k.startswith(key + ".")]
+        example = f"{key}.kind" if f"{key}.kind" in inside else (inside or [""])[0]
+        if key not in valid and inside:
+            raise ConfigError(
+                f"config key '{key}' is a section; set its keys instead, e.g. "
+                f"--config.{example}={text} (keys: {', '.join(inside)})"
+            )
         if key not in valid:
             raise ConfigError(f"unknown config key '{key}'{_suggest(key, valid)}")
         *parents, leaf = key.split(".")
@@ -358,6 +365,8 @@ def apply_overrides(cd: ml_collections.ConfigDict, overrides: Mapping[str, str])
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _coerce_section(value, hint, key)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -375,6 +384,27 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             f"config key '{key}' must be {_TYPE_WORDS.get(hint, hint.__name__)}, got {value!r}"
         )
     return value
+
+
+def _coerce_section(value: Any, cls: type, key: str) -> Any:
+    """A nested section: a mapping of its fields, or its ``kind`` alone as a string.
+
+    The string form keeps configs written before the section existed readable, e.g. a
+    saved ``"tokenizer": "char"`` reads as ``{"kind": "char"}`` with the other fields at
+    their defaults.
+    """
+    if isinstance(value, cls):
+        return value
+    kinds = "kind" in {f.name for f in dataclasses.fields(cls)}
+    if isinstance(value, str) and kinds:
+        value = {"kind": value}
+    if isinstance(value, Mapping | ml_collections.ConfigDict):
+        return build_section(cls, value, key)
+    raise ConfigError(
+        f"config key '{key}' must be a section (a dict of {cls.__name__} fields"
+        + (", or a kind string" if kinds else "")
+        + f"), got {value!r}"
+    )
 
 
 def build_section(cls: type, values: Mapping, path: str) -> Any:
@@ -397,7 +427,12 @@ def build_section(cls: type, values: Mapping, path: str) -> Any:
     ]
     if missing:
         raise ConfigError(f"config section '{path}' is missing keys: {', '.join(missing)}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a section defined outside this module validates itself
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def resolve(tree: Mapping) -> Config:

@@ -1,7 +1,9 @@
 """Tokenizers: byte, word (counts kept), SentencePiece with special ids; saving, restoring
 and refusing a vocabulary that does not match the checkpoint or the config."""
 
+import dataclasses
 import gzip
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +18,7 @@ from nlpjax.data.tokenizers import (
     TokenizerConfig,
     VocabularyMismatchError,
     build_tokenizer,
+    check_config,
     fingerprint,
     load_tokenizer,
     restore_or_build,
@@ -146,7 +149,7 @@ def test_saved_tokenizer_must_match_the_config(tmp_path):
         raise AssertionError("a saved tokenizer must not be rebuilt")
 
     assert restore_or_build(path, cfg, no_texts) == tok
-    with pytest.raises(VocabularyMismatchError, match=r"tokenizer.json(.|\n)*min_count"):
+    with pytest.raises(VocabularyMismatchError, match=r"tokenizer.json.*min_count"):
         restore_or_build(path, TokenizerConfig(kind="word", min_count=5), no_texts)
     with pytest.raises(VocabularyMismatchError, match="kind: file has 'word'"):
         restore_or_build(path, TokenizerConfig(kind="byte"), no_texts)
@@ -159,3 +162,93 @@ def test_unreadable_tokenizer_file_names_the_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="tokenizer.json: not a readable tokenizer file"):
         load_tokenizer(bad)
+
+
+# -- the tokenizer as a config section (data.tokenizer) ------------------------------------
+
+
+def _small_corpus(tmp_path):
+    lines = [f"line {i} of a small corpus about cats and dogs" for i in range(60)]
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "valid.txt").write_text("cats and dogs\n")
+    return f"files:{tmp_path / 'train.txt'};validation={tmp_path / 'valid.txt'}"
+
+
+def test_lm_config_builds_a_sentencepiece_tokenizer_and_records_what_was_built(
+    tiny_config, tmp_path
+):
+    from nlpjax.tasks.lm import LMTask
+
+    config = tiny_config(
+        data__dataset=_small_corpus(tmp_path),
+        data__tokenizer__kind="sentencepiece",
+        data__tokenizer__vocab_size=500,
+        data__tokenizer__num_registers=2,
+    )
+    task = LMTask(config, tmp_path)
+    tok = task.tokenizer
+    assert tok.kind == "sentencepiece" and tok.extra.num_registers == 2
+    assert tok.num_pieces < 500  # a tiny corpus cannot give 500 pieces
+    assert task.config.model.vocab_size == tok.vocab_size
+    task.save_assets(tmp_path)
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert saved["vocab_size"] == tok.vocab_size == tok.num_pieces + 2 + 2
+    assert saved["num_pieces"] == tok.num_pieces and saved["requested_vocab_size"] == 500
+    # The same config resumes with the saved tokenizer; another vocab_size is refused.
+    assert LMTask(config, tmp_path).tokenizer == tok
+    other = dataclasses.replace(
+        config,
+        data=dataclasses.replace(
+            config.data, tokenizer=dataclasses.replace(config.data.tokenizer, vocab_size=600)
+        ),
+    )
+    with pytest.raises(VocabularyMismatchError, match="vocab_size: file has 500, config has 600"):
+        LMTask(other, tmp_path)
+
+
+def test_sentencepiece_file_of_the_earlier_layout_keeps_its_fingerprint(tmp_path):
+    tok = build_tokenizer(
+        TokenizerConfig(kind="sentencepiece", vocab_size=300), ["the cat sat on the mat"] * 50
+    )
+    old_layout = {k: v for k, v in tok.to_dict().items() if k not in ("num_pieces",)}
+    old_layout["vocab_size"] = old_layout.pop("requested_vocab_size")  # the request, as before
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(old_layout))
+    # The fingerprint of the earlier saved form: what checkpoints written before recorded.
+    old_fingerprint = hashlib.sha256(
+        json.dumps(old_layout, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    ).hexdigest()[:16]
+    loaded = load_tokenizer(path, expected_fingerprint=old_fingerprint)
+    assert loaded == tok and fingerprint(tok) == old_fingerprint
+    check_config(loaded, TokenizerConfig(kind="sentencepiece", vocab_size=300), str(path))
+
+
+def test_changed_tokenizer_on_resume_is_exit_2_and_keeps_the_workdir(tmp_path, capsys):
+    from nlpjax import cli
+    from nlpjax.config import load_config
+    from nlpjax.tasks.lm import LMTask
+    from tests.conftest import TINY
+
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    LMTask(load_config(TINY), workdir).save_assets(workdir)  # what a char run leaves
+    (workdir / "config.json").write_text(load_config(TINY).to_json())
+    saved = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    args = ["train", f"--config={TINY}", f"--workdir={workdir}"]
+    code = cli.main([*args, "--config.data.tokenizer.kind=byte"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"error: {workdir / 'tokenizer.json'}") and err.count("\n") == 1
+    assert "kind: file has 'char', config has 'byte'" in err
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == saved
+
+
+def test_config_json_with_a_tokenizer_string_reads_as_its_kind():
+    from nlpjax.config import from_json, load_config
+    from tests.conftest import TINY
+
+    config = load_config(TINY)
+    tree = json.loads(config.to_json())
+    assert tree["data"]["tokenizer"]["kind"] == "char"
+    tree["data"]["tokenizer"] = "char"  # what config.json held before the section existed
+    assert from_json(json.dumps(tree)) == config

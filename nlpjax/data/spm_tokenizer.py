@@ -100,9 +100,10 @@ class SentencePieceTokenizer(SpecialIdsMixin):
 
     @classmethod
     def from_dict(cls, data: dict) -> "SentencePieceTokenizer":
+        # Files written before ``requested_vocab_size`` existed kept the request in vocab_size.
         return cls(
             base64.b64decode(data["model"]),
-            data["vocab_size"],
+            data.get("requested_vocab_size", data["vocab_size"]),
             data["model_type"],
             data["num_registers"],
             data["num_sentinels"],
@@ -134,18 +135,32 @@ class SentencePieceTokenizer(SpecialIdsMixin):
         return len(ids), int((ids == UNK_ID).sum())
 
     def to_dict(self) -> dict:
+        """The saved form: the model, what was built (ids, pieces) and what was asked for.
+
+        ``vocab_size`` is the number of ids the model embeds (pieces + reserved +
+        sentinels); a small corpus gives fewer pieces than ``requested_vocab_size``.
+        """
         return {
             "kind": self.kind,
             "model": base64.b64encode(self.model).decode("ascii"),
-            "vocab_size": self.requested_size,
+            "vocab_size": self.vocab_size,
+            "num_pieces": self.num_pieces,
+            "requested_vocab_size": self.requested_size,
             "model_type": self.model_type,
             "num_registers": self.extra.num_registers,
             "num_sentinels": self.extra.num_sentinels,
         }
 
+    def identity(self) -> dict:
+        """What the fingerprint hashes: the saved form before it recorded the built sizes."""
+        saved = self.to_dict()
+        keys = ("kind", "model", "model_type", "num_registers", "num_sentinels")
+        return {k: saved[k] for k in keys} | {"vocab_size": self.requested_size}
+
     def spec(self) -> dict:
-        keys = ("vocab_size", "model_type", "num_registers", "num_sentinels")
-        return {"kind": self.kind} | {k: self.to_dict()[k] for k in keys}
+        """The settings that built it (``vocab_size`` is the requested size, as in a config)."""
+        keys = ("kind", "vocab_size", "model_type", "num_registers", "num_sentinels")
+        return {k: self.identity()[k] for k in keys}
 
     def __eq__(self, other) -> bool:
         return isinstance(other, SentencePieceTokenizer) and other.to_dict() == self.to_dict()

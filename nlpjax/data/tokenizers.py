@@ -192,6 +192,14 @@ class TokenizerConfig:
             raise ValueError(f"tokenizer kind must be one of {tuple(TOKENIZERS)}: {self.kind!r}")
         if self.model_type not in ("unigram", "bpe"):
             raise ValueError(f"model_type must be unigram or bpe, got {self.model_type!r}")
+        if self.vocab_size <= NUM_SPECIAL:
+            raise ValueError(f"vocab_size must be > {NUM_SPECIAL}, got {self.vocab_size}")
+        if not 0 < self.character_coverage <= 1:
+            raise ValueError(f"character_coverage must be in (0, 1], got {self.character_coverage}")
+        if self.max_train_texts <= 0 or self.min_count < 1 or self.max_size < 0:
+            raise ValueError("need max_train_texts > 0, min_count >= 1 and max_size >= 0")
+        if self.num_registers < 0 or self.num_sentinels < 0:
+            raise ValueError("num_registers and num_sentinels must be >= 0")
 
     def spec(self) -> dict:
         """The fields that matter for this kind (compared with a saved tokenizer's spec)."""
@@ -226,8 +234,13 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]):
 
 
 def fingerprint(tokenizer) -> str:
-    """A short hash of the tokenizer's saved form: equal iff the vocabularies are equal."""
-    blob = json.dumps(tokenizer.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    """A short hash of the tokenizer's saved form: equal iff the vocabularies are equal.
+
+    Tokenizers whose saved form gained informational fields hash their ``identity()``
+    (the earlier form) instead, so checkpoints written before still match.
+    """
+    identity = tokenizer.identity() if hasattr(tokenizer, "identity") else tokenizer.to_dict()
+    blob = json.dumps(identity, sort_keys=True, ensure_ascii=False).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -272,9 +285,8 @@ def check_config(tokenizer, cfg: TokenizerConfig, where: str) -> None:
             if saved.get(k) != wanted.get(k)
         ]
         raise VocabularyMismatchError(
-            f"{where}: the saved tokenizer does not match the config's tokenizer settings:\n  "
-            + "\n  ".join(diffs)
-            + "\nUse the config that built it, or a new --workdir."
+            f"{where}: the saved tokenizer was built with other settings than the config's "
+            f"({'; '.join(diffs)}); use the config that built it, or a new --workdir"
         )
 
 

@@ -21,7 +21,12 @@ from nlpjax.config import Config, ConfigError
 from nlpjax.data import pipeline
 from nlpjax.data.raw import DataError
 from nlpjax.data.sources import load_documents
-from nlpjax.data.tokenizers import TOKENIZERS, load_tokenizer, save_tokenizer
+from nlpjax.data.tokenizers import (
+    TokenizerConfig,
+    build_tokenizer,
+    restore_or_build,
+    save_tokenizer,
+)
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -29,18 +34,21 @@ TOKENIZER_FILE = "tokenizer.json"
 
 @dataclasses.dataclass(frozen=True)
 class LMDataConfig:
-    """Corpus, tokenizer and batch shape of a language-model run."""
+    """Corpus, tokenizer and batch shape of a language-model run.
+
+    ``tokenizer`` is a section (``TokenizerConfig``: kind, vocab_size, model_type, ...);
+    a plain kind string such as ``"char"`` (configs written before it was a section)
+    reads as that kind with the other fields at their defaults.
+    """
 
     dataset: str = "tiny_shakespeare"  # a dataset spec (nlpjax.data.sources), e.g. tfds:lm1b
-    tokenizer: str = "char"
+    tokenizer: TokenizerConfig = TokenizerConfig()
     context: int = 64
     batch_size: int = 12
     tfds_data_dir: str = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
     prefetch: int = 4
 
     def __post_init__(self):
-        if self.tokenizer not in TOKENIZERS:
-            raise ConfigError(f"data.tokenizer must be one of {tuple(TOKENIZERS)}")
         if self.context <= 0 or self.batch_size <= 0:
             raise ConfigError("data.context and data.batch_size must be > 0")
 
@@ -62,12 +70,7 @@ class LMTask:
         self.config = config
         saved = epath.Path(workdir) / TOKENIZER_FILE if workdir else None
         self._tokenizer_file = str(saved or TOKENIZER_FILE)
-        if saved is not None and saved.is_file():
-            self.tokenizer = load_tokenizer(saved)
-        else:
-            text = self._text("train")  # read once: builds the vocabulary, then is encoded
-            self.tokenizer = TOKENIZERS[data.tokenizer].from_text(text)
-            self._tokens["train"] = self.tokenizer.encode(text)
+        self.tokenizer = self._restore_or_build_tokenizer(saved)
         vocab = self.tokenizer.vocab_size
         if config.model.vocab_size not in (0, vocab):
             raise ConfigError(
@@ -80,6 +83,24 @@ class LMTask:
         self.model = Decoder(self.config.model)
 
     # -- data ---------------------------------------------------------------------------
+
+    def _restore_or_build_tokenizer(self, saved: epath.Path | None):
+        """The workdir's tokenizer (checked against ``data.tokenizer``), else a new one.
+
+        A new one is built from the train split, which is read once: the same text is
+        then encoded as the training tokens.
+        """
+        read: dict[str, str] = {}
+
+        def texts() -> list[str]:
+            read["train"] = self._text("train")
+            return [read["train"]]
+
+        cfg = self.config.data.tokenizer
+        tokenizer = restore_or_build(saved, cfg, texts) if saved else build_tokenizer(cfg, texts())
+        if "train" in read:
+            self._tokens["train"] = tokenizer.encode(read["train"])
+        return tokenizer
 
     def _text(self, split: str) -> str:
         if jax.process_count() > 1 and not self._prepared:  # one host prepares, then all read
