@@ -139,3 +139,59 @@ def test_inspect_decodes_packed_rows_and_shows_their_masks():
     assert "decoder_inputs: '<s>Hello world<s>Yes'" in text
     assert "inputs_segment_ids: 1111111111122200" in text  # 10 + EOS, 2 + EOS, padding
     assert "targets_segment_ids: 1111111111112222" in text  # 11 + EOS, 3 + EOS: full
+
+
+# -- documents joined with a boundary (EOS, or a newline for char) --------------------------
+
+LINES = ["the cat sat", "on the mat", "cats like mats"]
+
+
+@pytest.mark.parametrize("split_by", ["line", "paragraph"])
+@pytest.mark.parametrize("kind", ["char", "byte", "word", "sentencepiece"])
+def test_lm_documents_are_joined_with_a_boundary(tiny_config, tmp_path, kind, split_by):
+    from nlpjax.data.special_tokens import EOS_ID
+    from nlpjax.tasks.lm import LMTask
+
+    sep = "\n" if split_by == "line" else "\n\n"
+    (tmp_path / "train.txt").write_text(sep.join(LINES * 20) + "\n")
+    (tmp_path / "valid.txt").write_text(sep.join(LINES) + "\n")
+    dataset = f"files:{tmp_path / 'train.txt'};validation={tmp_path / 'valid.txt'}"
+    config = tiny_config(
+        data__dataset=f"{dataset};split_by={split_by}",
+        data__tokenizer__kind=kind,
+        data__tokenizer__vocab_size=40,
+    )
+    task = LMTask(config, None)
+    ids = task.tokens("validation")
+    if kind == "char":  # no special ids: documents are separated by a newline
+        assert task.tokenizer.decode(ids) == "\n".join(LINES)
+        assert len(task.tokens("train")) == len("\n".join(LINES * 20))
+    else:
+        assert list(ids).count(EOS_ID) == len(LINES) - 1
+        pieces = np.split(ids, np.flatnonzero(ids == EOS_ID))
+        decoded = [task.tokenizer.decode(p[p != EOS_ID]).strip() for p in pieces]
+        assert decoded == LINES
+        assert list(task.tokens("train")).count(EOS_ID) == 3 * 20 - 1
+
+
+def test_one_document_per_split_gives_the_tokens_of_its_text(tiny_config):
+    from nlpjax.tasks.lm import LMTask
+
+    task = LMTask(tiny_config(), None)
+    for split in ("train", "validation"):
+        (text,) = load_documents("tiny_shakespeare", split)
+        np.testing.assert_array_equal(task.tokens(split), task.tokenizer.encode(text))
+    assert task.tokenizer.vocab_size == 65  # the Tiny Shakespeare characters, as before
+
+
+def test_char_vocabulary_always_holds_the_separator(tiny_config, tmp_path):
+    from nlpjax.tasks.lm import LMTask
+
+    (tmp_path / "train.txt").write_text("abc abc")  # one document, no newline
+    (tmp_path / "v1.txt").write_text("ab")
+    (tmp_path / "v2.txt").write_text("ca")
+    dataset = (
+        f"files:{tmp_path / 'train.txt'};validation={tmp_path / 'v1.txt'},{tmp_path / 'v2.txt'}"
+    )
+    task = LMTask(tiny_config(data__dataset=dataset), None)
+    assert task.tokenizer.decode(task.tokens("validation")) == "ab\nca"

@@ -10,7 +10,7 @@ data state; restoring with a different vocabulary is a ``VocabularyMismatchError
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -214,8 +214,8 @@ class TokenizerConfig:
 
 def build_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]):
     """Builds the tokenizer ``cfg`` describes from the training ``texts``."""
-    if cfg.kind == "char":
-        return CharTokenizer.from_text("".join(texts))
+    if cfg.kind == "char":  # the separator joins documents, so it is always a character
+        return CharTokenizer.from_text("".join(texts) + DOCUMENT_SEPARATOR)
     if cfg.kind == "byte":
         return ByteTokenizer(cfg.num_registers, cfg.num_sentinels)
     if cfg.kind == "word":
@@ -231,6 +231,29 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]):
         num_registers=cfg.num_registers,
         num_sentinels=cfg.num_sentinels,
     )
+
+
+# Joins documents for tokenizers without an EOS id (char); always in a char vocabulary.
+DOCUMENT_SEPARATOR = "\n"
+
+
+def join_documents(tokenizer, documents: Sequence[str]) -> Int[np.ndarray, " L"]:
+    """The documents as one token stream, each boundary marked.
+
+    Tokenizers with an EOS id put ``eos_id`` between documents (each document encoded on
+    its own); ``char`` has no special ids and encodes the documents joined with
+    ``DOCUMENT_SEPARATOR``. One document gives exactly its own encoding.
+    """
+    eos_id = getattr(tokenizer, "eos_id", None)
+    if eos_id is None:
+        return tokenizer.encode(DOCUMENT_SEPARATOR.join(documents))
+    if hasattr(tokenizer, "encode_batch"):
+        encoded = tokenizer.encode_batch(list(documents))
+    else:
+        encoded = [tokenizer.encode(doc) for doc in documents]
+    eos = np.array([eos_id], np.int32)
+    parts = [part for i, ids in enumerate(encoded) for part in ((eos, ids) if i else (ids,))]
+    return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
 
 
 def fingerprint(tokenizer) -> str:

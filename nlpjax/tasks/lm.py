@@ -24,6 +24,7 @@ from nlpjax.data.sources import load_documents
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
     build_tokenizer,
+    join_documents,
     restore_or_build,
     save_tokenizer,
 )
@@ -90,33 +91,35 @@ class LMTask:
         A new one is built from the train split, which is read once: the same text is
         then encoded as the training tokens.
         """
-        read: dict[str, str] = {}
+        read: dict[str, list[str]] = {}
 
         def texts() -> list[str]:
-            read["train"] = self._text("train")
-            return [read["train"]]
+            read["train"] = self._documents("train")
+            return read["train"]
 
         cfg = self.config.data.tokenizer
         tokenizer = restore_or_build(saved, cfg, texts) if saved else build_tokenizer(cfg, texts())
         if "train" in read:
-            self._tokens["train"] = tokenizer.encode(read["train"])
+            self._tokens["train"] = join_documents(tokenizer, read["train"])
         return tokenizer
 
-    def _text(self, split: str) -> str:
+    def _documents(self, split: str) -> list[str]:
+        """The split's documents (on many hosts, process 0 prepares the dataset first)."""
         if jax.process_count() > 1 and not self._prepared:  # one host prepares, then all read
             if jax.process_index() == 0:
                 load_documents(self.config.data.dataset, split, self.config.data.tfds_data_dir)
             multihost_utils.sync_global_devices("nlpjax: dataset prepared")
             self._prepared = True
         docs = load_documents(self.config.data.dataset, split, self.config.data.tfds_data_dir)
-        text = "".join(docs)
-        if not text:
+        if not any(docs):
             raise DataError(f"the {split} split of {self.config.data.dataset!r} is empty")
-        return text
+        return docs
 
     def tokens(self, split: str) -> np.ndarray:
+        """The split as one token stream; documents are joined by ``join_documents``
+        (EOS between them, or a newline for ``char``), so no boundary is lost."""
         if split not in self._tokens:
-            self._tokens[split] = self.tokenizer.encode(self._text(split))
+            self._tokens[split] = join_documents(self.tokenizer, self._documents(split))
         return self._tokens[split]
 
     def _windows(self, split: str, seed: int) -> grain.MapDataset:
