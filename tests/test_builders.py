@@ -160,3 +160,137 @@ def test_bad_dataset_specs():
         sources.load_documents("text_corpus/tiny_shakespeare", "validation"),
         sources.load_documents("tiny_shakespeare", "validation"),
     )
+
+
+# -- prepared datasets record their raw files; preparation is all or nothing --------------
+
+
+def _tiny_shakespeare_copy(tmp_path, monkeypatch) -> Path:
+    """A private copy of the raw corpus and a private TFDS dir (tests may change both)."""
+    src = Path(os.environ["NLPJAX_DATA_DIR"]) / "tinyshakespeare" / "input.txt"
+    dest = tmp_path / "data" / "tinyshakespeare" / "input.txt"
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(src.read_bytes())
+    monkeypatch.setenv("NLPJAX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    return dest
+
+
+def test_a_changed_canonical_corpus_is_refused_not_read_stale(tmp_path, monkeypatch, capsys):
+    from nlpjax import cli
+    from tests.conftest import TINY
+
+    raw_file = _tiny_shakespeare_copy(tmp_path, monkeypatch)
+    first = sources.load_documents("tiny_shakespeare", "validation")
+    prepared = tmp_path / "tfds" / "text_corpus" / "tiny_shakespeare" / "1.0.0"
+    before = {p.name: p.read_bytes() for p in prepared.iterdir()}
+    raw_file.write_bytes(raw_file.read_bytes()[:5000] + b"\xff not Shakespeare\n")
+    workdir = tmp_path / "w"
+    code = cli.main(["train", f"--config={TINY}", f"--workdir={workdir}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    line = err.splitlines()[-1]
+    assert line.startswith(f"error: {raw_file} has md5 {raw.md5sum(raw_file)}")
+    assert "6fb458f1232090904fb40fe944165e91" in line and "data.dataset='files:" in line
+    # The old prepared copy is kept (not lost) but never used while the file differs.
+    assert {p.name: p.read_bytes() for p in prepared.iterdir()} == before
+    with pytest.raises(raw.DataError, match="has md5"):
+        sources.load_documents("tiny_shakespeare", "validation")
+    assert first  # (read before the change)
+
+
+def test_a_changed_named_source_is_prepared_again(tmp_path, monkeypatch, caplog):
+    from nlpjax.data.tfds_builders import text_corpus
+
+    monkeypatch.setenv("NLPJAX_DATA_DIR", str(tmp_path / "data"))
+    raw_file = tmp_path / "data" / "mine" / "input.txt"
+    raw_file.parent.mkdir(parents=True)
+    raw_file.write_text("first version of the corpus, long enough to split\n")
+    config = text_corpus.TextCorpusConfig(name="mine", relpath="mine/input.txt")
+    tfds_dir = str(tmp_path / "tfds")
+
+    def train_text():
+        source = prepared_source(text_corpus.TextCorpus, config, "train", tfds_dir)
+        return source[0]["text"].decode("utf-8")
+
+    assert train_text().startswith("first version")
+    assert train_text().startswith("first version")  # prepared once, read again
+    assert not caplog.records
+    raw_file.write_text("second version, another text of a similar length\n")
+    with caplog.at_level("WARNING", logger="nlpjax.data.tfds_builders.common"):
+        assert train_text().startswith("second version")
+    (record,) = caplog.records
+    assert f"raw file {raw_file} changed since it was prepared; preparing it again" in (
+        record.getMessage()
+    )
+    # A moved data directory holds the same contents: nothing to prepare again.
+    moved = tmp_path / "moved"
+    (tmp_path / "data").rename(moved)
+    monkeypatch.setenv("NLPJAX_DATA_DIR", str(moved))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nlpjax.data.tfds_builders.common"):
+        assert train_text().startswith("second version")
+    assert not caplog.records
+    # Raw file deleted after preparing: the prepared copy is still used.
+    (moved / "mine" / "input.txt").unlink()
+    assert train_text().startswith("second version")
+
+
+def test_user_files_are_named_by_content_not_mtime(tmp_path):
+    from nlpjax.data.tfds_builders.text_corpus import files_config
+
+    path = tmp_path / "a.txt"
+    path.write_text("some text\n")
+    name = files_config([str(path)]).name
+    os.utime(path, ns=(1, 1))  # touched (or copied): same bytes, same prepared dataset
+    assert files_config([str(path)]).name == name
+    path.write_text("other text\n")  # same size, new bytes
+    assert files_config([str(path)]).name != name
+
+
+def test_digests_of_large_files_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("NLPJAX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(raw, "DIGEST_CACHE_MIN_BYTES", 10)
+    path = tmp_path / "big.txt"
+    path.write_text("x" * 100)
+    digest = raw.content_digest(path)
+    assert digest == raw.md5sum(path)
+    monkeypatch.setattr(raw, "_digests", {})  # a new process: only the disk cache is left
+
+    def no_hashing(_):
+        raise AssertionError("a cached digest must not be computed again")
+
+    monkeypatch.setattr(raw, "md5sum", no_hashing)
+    assert raw.content_digest(path) == digest
+    os.utime(path, ns=(5, 5))  # changed mtime: hashed again
+    with pytest.raises(AssertionError, match="must not be computed"):
+        raw.content_digest(path)
+
+
+def test_failed_preparation_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    from nlpjax import cli
+    from tests.conftest import TINY
+
+    tfds_dir = tmp_path / "tfds"
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tfds_dir))
+    good, bad = tmp_path / "a.txt", tmp_path / "b.txt"
+    good.write_text("a first file that is fine\n" * 50)
+    bad.write_bytes(b"a second file \xff with a bad byte\n")
+    dataset = f"files:{good},{bad};validation={good}"
+    with pytest.raises(raw.DataError, match=rf"{bad}: not valid UTF-8 at byte offset 14"):
+        sources.load_documents(dataset, "train")
+    assert list(tfds_dir.rglob("*")) == []  # no files_* folder, no temporary folder
+    code = cli.main(
+        [
+            "train",
+            f"--config={TINY}",
+            f"--workdir={tmp_path / 'w'}",
+            f"--config.data.dataset={dataset}",
+        ]
+    )
+    assert code == 2 and f"{bad}: not valid UTF-8" in capsys.readouterr().err
+    assert list(tfds_dir.rglob("*")) == []
+    bad.write_text("now fixed\n")
+    assert sources.load_documents(dataset, "train")[-1] == "now fixed\n"
+    prepared = [p.name for p in (tfds_dir / "text_corpus").iterdir()]
+    assert len(prepared) == 1 and prepared[0].startswith("files_")

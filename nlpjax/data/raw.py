@@ -8,6 +8,7 @@ download attempt entirely.
 import glob
 import gzip
 import hashlib
+import json
 import os
 import tempfile
 import urllib.request
@@ -31,6 +32,62 @@ def md5sum(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# Digests of files this large are kept on disk between runs (hashing runs ~250 MB/s on a
+# busy 2-core CPU: seconds per GB); smaller files are hashed again, which is cheaper.
+DIGEST_CACHE_MIN_BYTES = 16 << 20
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def digest_cache_file() -> Path:
+    """Where large files' digests are cached, keyed by path, size and mtime."""
+    return Path(os.environ.get("NLPJAX_CACHE_DIR") or DEFAULT_DATA_DIR.parent) / "digests.json"
+
+
+def content_digest(path: Path) -> str:
+    """The md5 of a file's bytes, cached by (resolved path, size, modification time).
+
+    The cache (in memory, and on disk for files of at least ``DIGEST_CACHE_MIN_BYTES``)
+    trusts size + mtime: a file rewritten with other bytes but the same size and a
+    preserved mtime (``cp -p``, ``rsync -a`` of another copy) keeps its old digest;
+    ``touch`` it to make it count as changed.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _digests:
+        return _digests[key]
+    cached = _read_digest_cache() if st.st_size >= DIGEST_CACHE_MIN_BYTES else {}
+    entry = cached.get(key[0])
+    if entry and tuple(entry[:2]) == key[1:]:
+        digest = entry[2]
+    else:
+        digest = md5sum(path)
+        if st.st_size >= DIGEST_CACHE_MIN_BYTES:
+            _write_digest_cache(cached | {key[0]: [st.st_size, st.st_mtime_ns, digest]})
+    _digests[key] = digest
+    return digest
+
+
+def _read_digest_cache() -> dict:
+    try:
+        data = json.loads(digest_cache_file().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_digest_cache(entries: dict) -> None:
+    """Best effort (a read-only home only costs the hashing again)."""
+    path = digest_cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as tmp:
+            json.dump(entries, tmp)
+        os.replace(tmp.name, path)
+    except OSError:
+        pass
 
 
 def _download(url: str, dest: Path, md5: str | None) -> None:
@@ -67,6 +124,26 @@ def locate(relpath: str, url: str | None = None, md5: str | None = None) -> Path
         f"(currently NLPJAX_DATA_DIR={os.environ.get('NLPJAX_DATA_DIR', '<unset>')})"
         + (f"; {reason}" if reason else "")
     )
+
+
+def check_canonical(path: Path, md5: str, name: str, own_use: str) -> None:
+    """Raises unless the local file ``path`` is the canonical one (its md5 is ``md5``).
+
+    Args:
+      path: the local raw file.
+      md5: the canonical file's md5 ('' = unknown, nothing to check).
+      name: the corpus name, for the message.
+      own_use: how to train on the local file anyway (a dataset spec hint).
+    """
+    if not md5:
+        return
+    got = content_digest(path)
+    if got != md5:
+        raise DataError(
+            f"{path} has md5 {got}, but the canonical {name} file has md5 {md5}: it is "
+            f"another file, not {name}. Restore the original (delete it to download it "
+            f"again), or train on your file as your own corpus: {own_use}"
+        )
 
 
 def read_bytes(path: Path) -> bytes:

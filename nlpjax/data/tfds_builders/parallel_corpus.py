@@ -66,7 +66,8 @@ def parallel_files_config(
     languages: tuple[str, str] = ("source", "target"),
     errors: str = "strict",
 ) -> ParallelCorpusConfig:
-    """A config for user files ``{split: (source_file, target_file)}``, named by their hash."""
+    """A config for user files ``{split: (source_file, target_file)}``, named by a hash of
+    their paths and contents (``files_digest``)."""
     files = {split: [_existing(Path(p)) for p in pair] for split, pair in splits.items()}
     digest = files_digest({"languages": list(languages), "errors": errors}, files)
     return ParallelCorpusConfig(
@@ -119,8 +120,18 @@ class ParallelCorpus(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         if not cfg.base_url:
             return _existing(Path(path))
-        md5s = dict(cfg.md5s)
-        return raw.locate(path, cfg.base_url + Path(path).name, md5s.get(path))
+        md5 = dict(cfg.md5s).get(path, "")
+        local = raw.locate(path, cfg.base_url + Path(path).name, md5)
+        own_use = "set data.dataset='parallel:SOURCE_FILE,TARGET_FILE;validation=SRC,TGT'"
+        raw.check_canonical(local, md5, f"{cfg.name} file {path}", own_use)
+        return local
+
+    def source_files(self) -> list[Path]:
+        """The raw files this config reads that exist now (their digests are recorded)."""
+        cfg = self.builder_config
+        named = [p for _, src, tgt in cfg.splits for p in (src, tgt)]
+        paths = [raw.data_dir() / p if cfg.base_url else Path(p) for p in named]
+        return [p for p in paths if p.is_file()]
 
     def _split_generators(self, dl_manager):
         cfg = self.builder_config

@@ -57,10 +57,11 @@ def files_config(
     split_by: str = "file",
     errors: str = "strict",
 ) -> TextCorpusConfig:
-    """A config for user text files; its name changes whenever the files change.
+    """A config for user text files; its name changes whenever the files' contents change.
 
-    The name is a hash of the resolved file list (paths, sizes, modification times)
-    and the options, so edited files are prepared again instead of read stale.
+    The name is a hash of the resolved file list (paths and content digests, see
+    ``raw.content_digest``) and the options, so edited files are prepared again instead
+    of read stale, and a file that was only touched keeps its prepared copy.
     """
     if split_by not in SPLIT_BY:
         raise raw.DataError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
@@ -104,12 +105,28 @@ class TextCorpus(tfds.core.GeneratorBasedBuilder):
             disable_shuffling=True,  # keep document order
         )
 
+    def source_files(self) -> list:
+        """The raw files this config reads that exist now (their digests are recorded)."""
+        cfg = self.builder_config
+        if cfg.relpath:
+            path = raw.data_dir() / cfg.relpath
+            return [path] if path.is_file() else []
+        patterns = [*cfg.train_paths, *cfg.validation_paths]
+        return [p for pattern in patterns for p in _existing_matches(pattern)]
+
     def _split_generators(self, dl_manager):
         cfg = self.builder_config
         if not cfg.relpath:
             splits = {"train": cfg.train_paths, "validation": cfg.validation_paths}
             return {s: self._generate_file_documents(p) for s, p in splits.items() if p}
         path = raw.locate(cfg.relpath, cfg.url, cfg.md5)
+        raw.check_canonical(
+            path,
+            cfg.md5,
+            cfg.name,
+            "split it into a train and a validation file and set "
+            "data.dataset='files:TRAIN_FILE;validation=VALIDATION_FILE'",
+        )
         text = raw.read_text(path)
         cut = int(len(text) * cfg.train_fraction)
         return {
@@ -130,6 +147,13 @@ class TextCorpus(tfds.core.GeneratorBasedBuilder):
                 count += 1
         if count == 0:
             raise raw.DataError(f"the corpus is empty: no text in the files of {list(patterns)}")
+
+
+def _existing_matches(pattern: str) -> list:
+    try:
+        return raw.expand_paths([pattern])
+    except raw.DataError:  # gone since preparation: nothing to compare
+        return []
 
 
 BUILDERS = {"text_corpus": TextCorpus}
