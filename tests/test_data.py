@@ -115,8 +115,25 @@ def test_data_inspect_errors_exit_2(capsys):
     from nlpjax import cli
     from tests.conftest import TINY
 
-    code = cli.main(["data", "inspect", f"--config={TINY}", "--config.data.dataset=files:/nope/*"])
+    spec = "files:/nope/*;validation=/nope/v.txt"
+    code = cli.main(["data", "inspect", f"--config={TINY}", f"--config.data.dataset={spec}"])
     assert code == 2 and "error: no files match '/nope/*'" in capsys.readouterr().err
+
+
+def test_lm_on_files_without_validation_is_an_error_at_start(tmp_path, capsys):
+    from nlpjax import cli
+    from tests.conftest import TINY
+
+    (tmp_path / "a.txt").write_text("some text to train on\n" * 20)
+    workdir = tmp_path / "w"
+    spec = f"files:{tmp_path / 'a.txt'}"
+    args = ["train", f"--config={TINY}", f"--workdir={workdir}", f"--config.data.dataset={spec}"]
+    code = cli.main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: data.dataset={spec!r} names no validation files")
+    assert ";validation=PATTERN" in err
+    assert not workdir.exists() or not any(workdir.iterdir())  # nothing was written
 
 
 def test_inspect_decodes_packed_rows_and_shows_their_masks():

@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from nlpjax.config import Config, ConfigError
 from nlpjax.data import pipeline
 from nlpjax.data.raw import DataError
-from nlpjax.data.sources import load_documents
+from nlpjax.data.sources import load_documents, parse_dataset
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
     build_tokenizer,
@@ -54,6 +54,17 @@ class LMDataConfig:
             raise ConfigError("data.context and data.batch_size must be > 0")
 
 
+def _check_has_validation(spec: str) -> None:
+    """User files must name a validation split: the LM task evaluates on it from the start."""
+    ref = parse_dataset(spec)
+    if ref.kind == "files" and not ref.option("validation"):
+        raise ConfigError(
+            f"data.dataset={spec!r} names no validation files, and language-model runs "
+            "evaluate on them; add ';validation=PATTERN' (files, a directory or a glob "
+            "held out from training), e.g. 'files:train/*.txt;validation=valid.txt'"
+        )
+
+
 class LMTask:
     """Decoder LM on a text corpus (see ``nlpjax.tasks.base.Task``)."""
 
@@ -66,6 +77,7 @@ class LMTask:
             raise ConfigError(
                 f"data.context={data.context} exceeds model.max_len={config.model.max_len}"
             )
+        _check_has_validation(data.dataset)
         self._tokens: dict[str, np.ndarray] = {}
         self._prepared = False
         self.config = config
