@@ -212,3 +212,12 @@ def test_char_vocabulary_always_holds_the_separator(tiny_config, tmp_path):
     )
     task = LMTask(tiny_config(data__dataset=dataset), None)
     assert task.tokenizer.decode(task.tokens("validation")) == "ab\nca"
+
+
+def test_an_old_char_vocabulary_without_the_separator_still_encodes(caplog):
+    from nlpjax.data.tokenizers import join_documents
+
+    old = CharTokenizer("abc")  # saved before documents were separated: no newline
+    with caplog.at_level("WARNING", logger="nlpjax.data.tokenizers"):
+        ids = join_documents(old, ["ab", "ca"])
+    assert old.decode(ids) == "abca" and "saved before documents were separated" in caplog.text

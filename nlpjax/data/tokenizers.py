@@ -10,6 +10,7 @@ data state; restoring with a different vocabulary is a ``VocabularyMismatchError
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ from nlpjax.data.raw import DataError
 from nlpjax.data.special_tokens import NUM_SPECIAL, ExtraIds, SpecialIdsMixin, decode_with_specials
 from nlpjax.data.spm_tokenizer import SentencePieceTokenizer
 from nlpjax.data.word_tokenizer import WordTokenizer
+
+logger = logging.getLogger(__name__)
 
 
 class VocabularyMismatchError(DataError):
@@ -242,11 +245,21 @@ def join_documents(tokenizer, documents: Sequence[str]) -> Int[np.ndarray, " L"]
 
     Tokenizers with an EOS id put ``eos_id`` between documents (each document encoded on
     its own); ``char`` has no special ids and encodes the documents joined with
-    ``DOCUMENT_SEPARATOR``. One document gives exactly its own encoding.
+    ``DOCUMENT_SEPARATOR``. One document gives exactly its own encoding. A char vocabulary
+    saved before the separator existed (without it) joins documents directly, as then.
     """
     eos_id = getattr(tokenizer, "eos_id", None)
     if eos_id is None:
-        return tokenizer.encode(DOCUMENT_SEPARATOR.join(documents))
+        separator = DOCUMENT_SEPARATOR
+        if len(documents) > 1 and tokenizer.count_unknown(separator)[1]:
+            logger.warning(
+                "the %s vocabulary has no %r (it was saved before documents were separated); "
+                "joining documents without a separator, as when it was built",
+                tokenizer.kind,
+                separator,
+            )
+            separator = ""
+        return tokenizer.encode(separator.join(documents))
     if hasattr(tokenizer, "encode_batch"):
         encoded = tokenizer.encode_batch(list(documents))
     else:
