@@ -74,6 +74,17 @@ def _stale_reason(recorded: dict[str, str] | None, current: dict[str, str]) -> s
     return ""
 
 
+class TemporaryDirPrepare:
+    """Mixin for builders prepared by ``prepared_source``: TFDS's own "prepared to" lines
+    would name the temporary directory, so ``prepared_source`` prints its own instead."""
+
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
+
 def _prepare_atomically(builder_cls: type, config, data_dir: str) -> None:
     """Prepares into a temporary directory under ``data_dir``, then moves the finished
     version directory into place; on any failure the temporary directory is removed."""
@@ -82,13 +93,14 @@ def _prepare_atomically(builder_cls: type, config, data_dir: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".nlpjax-prepare-", dir=root))
     try:
         builder = builder_cls(config=config, data_dir=str(tmp), file_format="array_record")
+        final = root / Path(builder.data_dir).relative_to(tmp)
+        print(f"Preparing dataset {builder.name}/{config.name} in {final} (once)", flush=True)
         tfds.disable_progress_bar()
         builder.download_and_prepare()
         built = Path(builder.data_dir)
         files = builder.source_files() if hasattr(builder, "source_files") else []
         record = {"files": source_record(files)}
         (built / SOURCE_RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
-        final = root / built.relative_to(tmp)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():  # a stale copy (moved aside first) or a concurrent preparation
             aside = final.with_name(f"{final.name}.old-{uuid.uuid4().hex[:8]}")

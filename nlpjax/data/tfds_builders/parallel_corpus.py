@@ -13,7 +13,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from nlpjax.data import raw
-from nlpjax.data.tfds_builders.common import files_digest, prepared_source
+from nlpjax.data.tfds_builders.common import TemporaryDirPrepare, files_digest, prepared_source
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
 
@@ -100,7 +100,7 @@ def read_aligned(source: Path, target: Path, errors: str = "strict") -> list[tup
     return list(zip(*sides, strict=True))
 
 
-class ParallelCorpus(tfds.core.GeneratorBasedBuilder):
+class ParallelCorpus(TemporaryDirPrepare, tfds.core.GeneratorBasedBuilder):
     """Sentence-aligned corpora; each example is {source_lang: text, target_lang: text}."""
 
     VERSION = tfds.core.Version("1.0.0")

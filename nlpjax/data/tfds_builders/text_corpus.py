@@ -13,7 +13,12 @@ from collections.abc import Iterator, Sequence
 import tensorflow_datasets as tfds
 
 from nlpjax.data import raw
-from nlpjax.data.tfds_builders.common import files_digest, prepared_source, tfds_data_dir
+from nlpjax.data.tfds_builders.common import (
+    TemporaryDirPrepare,
+    files_digest,
+    prepared_source,
+    tfds_data_dir,
+)
 
 SPLIT_BY = ("file", "line", "paragraph")
 
@@ -91,7 +96,7 @@ def split_documents(text: str, split_by: str) -> list[str]:
     return [p for p in parts if p.strip()]
 
 
-class TextCorpus(tfds.core.GeneratorBasedBuilder):
+class TextCorpus(TemporaryDirPrepare, tfds.core.GeneratorBasedBuilder):
     """Plain-text corpora; each example is {"text": document}."""
 
     VERSION = tfds.core.Version("1.0.0")
