@@ -145,3 +145,19 @@ def test_broken_config_file_is_a_one_line_error_with_exit_2(tmp_path, capsys, bo
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert f"{path}:{line}" in err and kind in err and "Traceback" not in err
     assert not workdir.exists()  # nothing was started
+
+
+def test_tokenizer_section_overrides_and_errors():
+    c = load_config(
+        DEFAULT, {"data.tokenizer.kind": "sentencepiece", "data.tokenizer.vocab_size": "500"}
+    )
+    assert (c.data.tokenizer.kind, c.data.tokenizer.vocab_size) == ("sentencepiece", 500)
+    assert load_config(DEFAULT).data.tokenizer.kind == "char"
+    with pytest.raises(
+        ConfigError, match=r"'data.tokenizer' is a section.*data.tokenizer.kind=byte"
+    ):
+        load_config(DEFAULT, {"data.tokenizer": "byte"})
+    with pytest.raises(ConfigError, match=r"^data.tokenizer: tokenizer kind must be one of"):
+        load_config(DEFAULT, {"data.tokenizer.kind": "wordpiece"})
+    with pytest.raises(ConfigError, match="did you mean 'data.tokenizer.vocab_size'"):
+        load_config(DEFAULT, {"data.tokenizer.vocab": "500"})
