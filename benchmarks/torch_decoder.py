@@ -5,7 +5,8 @@ QKV projection, learned positions, LayerNorm eps 1e-5, tanh GELU, tied embedding
 biases, no dropout), the same GPT-2 style init (normal 0.02; 0.02 / sqrt(2 * layers)
 for the residual output projections), the same loss (mean next-token cross-entropy)
 and the same optimizer: global-norm clipping at 1.0, then AdamW with linear warmup and
-cosine decay, weight decay only on 2-D weights. Plain idiomatic PyTorch, eager mode.
+cosine decay, weight decay only on 2-D weights (the Linear weights and the two embedding
+tables: the same leaves as nlpjax's `decay_mask`, which decides by name). Plain PyTorch, eager.
 
 Hyperparameters come from an nlpjax ``Config`` (its ``model``, ``optim`` and ``data``
 sections), so both frameworks always train the same thing. ``load_jax_params`` copies an

@@ -2,9 +2,11 @@
 
 import json
 import math
+import re
 import time
 
 import jax
+import jax.numpy as jnp
 import tqdm
 from etils import epath
 
@@ -79,54 +81,125 @@ def _to_py(v):
     return v if not isinstance(v, float) or math.isfinite(v) else str(v)
 
 
-# Dense peak TFLOP/s per chip (bf16 on accelerators), by a lowercase substring of
-# jax's device_kind. Override with train.peak_tflops for other chips or dtypes.
-PEAK_TFLOPS = {
-    "tpu v4": 275.0,
-    "tpu v5 lite": 197.0,
-    "tpu v5e": 197.0,
-    "tpu v5p": 459.0,
-    "tpu v5": 459.0,
-    "tpu v6 lite": 918.0,
-    "tpu v6e": 918.0,
-    "h200": 989.0,
-    "h100": 989.0,
-    "a100": 312.0,
-    "l4": 121.0,
+# Dense (no sparsity) peak TFLOP/s of one chip, per compute dtype. "float32" is what XLA
+# runs a float32 matmul at under jax's default matmul precision: TF32 tensor cores on
+# NVIDIA Ampere and Hopper, one bfloat16 pass on TPU (https://docs.jax.dev/en/latest/201/
+# precision.html); with jax_default_matmul_precision="highest" set train.peak_tflops.
+# NVIDIA datasheets quote tensor-core numbers "with sparsity": the dense peak is half.
+#   H100 SXM (and H200 SXM, GH200): BF16/FP16 1,979 -> 989.4, TF32 989 -> 494.7
+#   H100 PCIe: BF16/FP16 1,513 -> 756.5, TF32 756 -> 378;  H100 NVL and H200 NVL:
+#   BF16/FP16 1,671 -> 835.5, TF32 835 -> 417.5;  A100 (SXM and PCIe): BF16/FP16 312,
+#   TF32 156 (dense);  L4: BF16/FP16 242 -> 121, TF32 120 -> 60.
+# TPU (Cloud TPU system architecture pages, bf16): v4 275, v5e 197, v5p 459, v6e 918;
+# float16 has no TPU entry (MFU is then omitted). Checked on an NVIDIA H200 (jax 0.11.2,
+# device_kind "NVIDIA H200"; benchmarks/matmul_peak.py): an 8192^3 float32 matmul ran at
+# 384 TFLOP/s at default precision and 50 at "highest", i.e. TF32, not FP32 (67 peak).
+
+
+def _nvidia(chip: str, half: float, tf32: float) -> dict[tuple[str, str], float]:
+    return {(chip, "bfloat16"): half, (chip, "float16"): half, (chip, "float32"): tf32}
+
+
+def _tpu(chip: str, bf16: float) -> dict[tuple[str, str], float]:
+    return {(chip, "bfloat16"): bf16, (chip, "float32"): bf16}
+
+
+PEAK_TFLOPS: dict[tuple[str, str], float] = {
+    **_nvidia("h100-sxm", 989.4, 494.7),
+    **_nvidia("h100-pcie", 756.5, 378.0),
+    **_nvidia("h100-nvl", 835.5, 417.5),
+    **_nvidia("h200-sxm", 989.4, 494.7),
+    **_nvidia("h200-nvl", 835.5, 417.5),
+    **_nvidia("a100", 312.0, 156.0),
+    **_nvidia("l4", 121.0, 60.0),
+    **_tpu("tpu-v4", 275.0),
+    **_tpu("tpu-v5e", 197.0),
+    **_tpu("tpu-v5p", 459.0),
+    **_tpu("tpu-v6e", 918.0),
 }
 
+# jax device_kind -> chip: the first rule whose words all appear in the device kind
+# (lowercased, split on non-alphanumerics, so "L4" does not match "L40S"). Examples:
+# "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA H100 NVL",
+# "NVIDIA A100-SXM4-80GB", "TPU v5 lite" (v5e), "TPU v5" (v5p), "TPU v6 lite" (v6e).
+CHIP_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("h100", "nvl"), "h100-nvl"),
+    (("h100", "pcie"), "h100-pcie"),
+    (("h100",), "h100-sxm"),
+    (("h200", "nvl"), "h200-nvl"),
+    (("h200",), "h200-sxm"),
+    (("gh200",), "h100-sxm"),
+    (("a100",), "a100"),
+    (("l4",), "l4"),
+    (("tpu", "v4"), "tpu-v4"),
+    (("tpu", "v5", "lite"), "tpu-v5e"),
+    (("tpu", "v5e"), "tpu-v5e"),
+    (("tpu", "v5p"), "tpu-v5p"),
+    (("tpu", "v5"), "tpu-v5p"),
+    (("tpu", "v6", "lite"), "tpu-v6e"),
+    (("tpu", "v6e"), "tpu-v6e"),
+)
 
-def peak_flops(device_kind: str, override_tflops: float = 0.0) -> float | None:
-    """Peak FLOP/s of one device: the override, else the table, else None (unknown)."""
-    if override_tflops > 0:
-        return override_tflops * 1e12
-    kind = device_kind.lower()
-    for name, tflops in PEAK_TFLOPS.items():
-        if name in kind:
-            return tflops * 1e12
+
+def chip_of(device_kind: str) -> str | None:
+    """The chip name of a jax ``device_kind`` string (see ``CHIP_RULES``), or None."""
+    words = set(re.findall(r"[a-z0-9]+", device_kind.lower()))
+    for required, chip in CHIP_RULES:
+        if words.issuperset(required):
+            return chip
     return None
 
 
-class Throughput:
-    """Tokens/s, tokens/s/device and MFU between log points (compilation excluded)."""
+def peak_flops(device_kind: str, dtype="float32", override_tflops: float = 0.0) -> float | None:
+    """Peak FLOP/s of one device computing in ``dtype``: the override, else the table.
 
-    def __init__(self, tokens_per_step, flops_per_token, devices, peak_tflops: float = 0.0):
+    Returns None for an unknown chip or dtype (MFU is then not reported).
+    """
+    if override_tflops > 0:
+        return override_tflops * 1e12
+    tflops = PEAK_TFLOPS.get((chip_of(device_kind), jnp.dtype(dtype).name))
+    return None if tflops is None else tflops * 1e12
+
+
+class Throughput:
+    """Tokens/s, tokens/s/device and MFU between log points (compilation excluded).
+
+    Args:
+      tokens_per_step: global tokens in one training step.
+      flops_per_token: training FLOPs per token (forward + backward).
+      devices: the devices the step runs on (their ``device_kind`` picks the peak).
+      peak_tflops: per-device peak override (``train.peak_tflops``); 0 = from the table.
+      dtype: the model's compute dtype, which picks the peak (float32 by default).
+      clock: seconds as a float (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        tokens_per_step,
+        flops_per_token,
+        devices,
+        peak_tflops: float = 0.0,
+        *,
+        dtype="float32",
+        clock=time.perf_counter,
+    ):
         self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
         self.num_devices = len(devices)
-        self.peak = peak_flops(devices[0].device_kind, peak_tflops)
+        self.peak = peak_flops(devices[0].device_kind, dtype, peak_tflops)
+        self._clock = clock
         self._mark, self._tokens = None, 0
 
     def tick(self, metrics, steps: int, report: bool) -> dict | None:
         """Called after each dispatch; returns rates when ``report`` (blocks then)."""
         if self._mark is None:  # the first dispatch includes compilation
             jax.block_until_ready(metrics)
-            self._mark = time.perf_counter()
+            self._mark = self._clock()
             return None
         self._tokens += steps * self.tokens_per_step
         if not report:
             return None
         jax.block_until_ready(metrics)
-        now = time.perf_counter()
+        now = self._clock()
         tps = self._tokens / (now - self._mark)
         self._mark, self._tokens = now, 0
         rates = {"tokens_per_sec": tps, "tokens_per_sec_per_device": tps / self.num_devices}

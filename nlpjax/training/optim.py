@@ -24,9 +24,37 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     )
 
 
+# Weight decay by a parameter's role, read from its name (the last key of its path):
+# matrices that multiply activations and embedding tables are decayed; biases and norm
+# scales are not. Learned position embeddings are embeddings and are decayed, as in
+# GPT-2 / nanoGPT and in the PyTorch twin (benchmarks/torch_decoder.py). The rank does
+# not decide: the fused QKV bias has shape (3, H, K) and is still a bias.
+DECAYED_SUFFIXES = ("kernel", "embedding")
+NOT_DECAYED_SUFFIXES = ("bias", "scale")
+
+
+def decays(name: str) -> bool:
+    """Whether a parameter named ``name`` (e.g. ``qkv_kernel``, ``scale``) is decayed."""
+    if name.endswith(DECAYED_SUFFIXES):
+        return True
+    if name.endswith(NOT_DECAYED_SUFFIXES):
+        return False
+    raise ValueError(
+        f"parameter {name!r} has no weight-decay role: name it *kernel or *embedding "
+        "(decayed) or *bias or *scale (not decayed), or extend the suffixes in "
+        "nlpjax/training/optim.py"
+    )
+
+
+def _param_name(path) -> str:
+    """The last dict key of a pytree path (boxed params end in a ``.value`` attribute)."""
+    keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return str(keys[-1]) if keys else ""
+
+
 def decay_mask(params):
-    """Weight decay on matrices only (not biases, norm scales)."""
-    return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+    """True for the leaves AdamW decays: kernels and embeddings, not biases or norm scales."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: decays(_param_name(path)), params)
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
