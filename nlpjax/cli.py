@@ -390,32 +390,9 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def unknown_parts(tokenizer, text: str) -> list[str]:
-    """The words (word vocabularies) or characters that ``tokenizer`` encodes as ``<unk>``."""
-    unk = tokenizer.unk_id
-    units = tokenizer.split(text) if tokenizer.kind == "word" else list(text)
-    seen = dict.fromkeys(u for u in units if not u.isspace())
-    return [u for u in seen if unk in tokenizer.encode(u)]
-
-
-def encode_prompt(tokenizer, prompt: str, where: str):
-    """The prompt's ids; text the vocabulary can only encode as ``<unk>`` is an error."""
-    ids = tokenizer.encode(prompt)  # the char tokenizer raises on unknown characters
-    unk = getattr(tokenizer, "unk_id", None)
-    if unk is not None and (ids == unk).any():
-        parts = unknown_parts(tokenizer, prompt) or [prompt]
-        listed = ", ".join(repr(p) for p in parts)
-        raise ValueError(
-            f"the prompt has text that the vocabulary in {where} can only encode as <unk>: "
-            f"{listed}; remove or replace it"
-        )
-    if len(ids) == 0:
-        raise ValueError(f"the prompt {prompt!r} encodes to no tokens; give some text")
-    return ids
-
-
 def cmd_generate(args) -> int:
     from nlpjax.inference.decode import Generator, SamplingConfig
+    from nlpjax.inference.prompt import encode_prompt
     from nlpjax.inference.text_stream import TextStream
 
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
@@ -455,7 +432,8 @@ def cmd_plot(args) -> int:
 
     _not_a_file(args.workdir, "--workdir")
     if args.output is None:
-        _writable_dir(args.workdir, "--workdir")
+        if Path(args.workdir).is_dir():  # a missing workdir is reported by plot_curves
+            _writable_dir(args.workdir, "--workdir")
     else:
         if Path(args.output).is_dir():
             raise WorkdirError(f"--output={args.output} is a directory; give a file name (.png)")

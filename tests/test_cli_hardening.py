@@ -261,11 +261,12 @@ def test_prompt_outside_the_sentencepiece_vocabulary_is_an_error(spm_workdir, ca
 
 def test_unknown_words_are_listed_for_a_word_vocabulary():
     from nlpjax.data.word_tokenizer import WordTokenizer
+    from nlpjax.inference.prompt import encode_prompt
 
     tokenizer = WordTokenizer.from_text("to be or not to be")
     with pytest.raises(ValueError, match=r"<unk>: 'question', 'nobly'"):
-        cli.encode_prompt(tokenizer, "to be question nobly be", "tokenizer.json")
-    assert list(cli.encode_prompt(tokenizer, "to be", "tokenizer.json")) == [
+        encode_prompt(tokenizer, "to be question nobly be", "tokenizer.json")
+    assert list(encode_prompt(tokenizer, "to be", "tokenizer.json")) == [
         5,
         4,
     ]  # by count, ties a-z
