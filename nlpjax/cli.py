@@ -6,11 +6,14 @@ Exit codes: 0 success (and a clean stop on SIGTERM), 1 training diverged, 2 bad 
 
 import argparse
 import errno
+import gc
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -492,8 +495,50 @@ def _dispatch(args, overrides) -> int:
         return USAGE_ERRORS_EXIT
 
 
+def _in_finalizer(frame) -> bool:
+    """Whether ``frame`` runs inside a garbage-collection callback or a ``__del__``."""
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _CtrlC:
+    """SIGINT handler until the training loop installs its own: raises KeyboardInterrupt.
+
+    Python drops (and prints) an exception raised inside a garbage-collection callback
+    or ``__del__`` (JAX runs a callback on every collection), so a Ctrl-C landing there
+    would be lost: there it is sent again shortly instead, and as a safety net it is
+    sent again whenever it has not reached ``main`` a second later.
+    """
+
+    def __init__(self):
+        self.reached_main = False
+
+    def _resend_after(self, seconds: float) -> None:
+        timer = threading.Timer(seconds, self._resend)
+        timer.daemon = True
+        timer.start()
+
+    def _resend(self):
+        if not self.reached_main:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def __call__(self, signum, frame):
+        if _in_finalizer(frame):
+            self._resend_after(0.05)
+            return
+        self._resend_after(1.0)
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one command; returns the exit code (see ``EXIT_CODES``)."""
+    ctrl_c, previous = _CtrlC(), None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, ctrl_c)
     try:
         parser = _build_parser()
         args, extra = parser.parse_known_args(argv)
@@ -503,9 +548,20 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return _dispatch(args, overrides)
     except KeyboardInterrupt:  # Ctrl-C before the training loop takes over SIGINT
+        ctrl_c.reached_main = True
         sys.stdout.flush()
         print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+        if argv is None:  # the program itself (not a call from Python): exit now
+            sys.stderr.flush()
+            # Interpreter teardown with the data and XLA runtimes' threads interrupted
+            # mid-work can crash (segfaults seen when stopping dataset preparation);
+            # nothing is left to save before the training loop starts.
+            os._exit(INTERRUPTED_EXIT)
         return INTERRUPTED_EXIT
+    finally:
+        ctrl_c.reached_main = True
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":
