@@ -27,8 +27,7 @@ class TextStream:
         text = self.tokenizer.decode(self._context + self._pending)
         return text[len(before) :]
 
-    def _commit(self) -> str:
-        text = self._added_text()
+    def _commit(self, text: str) -> str:
         self._context = (self._context + self._pending)[-_CONTEXT:]
         self._pending = []
         return text
@@ -36,10 +35,11 @@ class TextStream:
     def push(self, ids: Iterable[int]) -> str:
         """Adds ids; returns the text that is now final ('' while a character is incomplete)."""
         self._pending.extend(int(i) for i in ids)
-        if self._added_text().endswith(REPLACEMENT):
+        text = self._added_text()
+        if text.endswith(REPLACEMENT):
             return ""  # maybe the first bytes of a character: wait for the rest
-        return self._commit()
+        return self._commit(text)
 
     def flush(self) -> str:
         """The text of whatever is still held back (call once at the end)."""
-        return self._commit() if self._pending else ""
+        return self._commit(self._added_text()) if self._pending else ""
