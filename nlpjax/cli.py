@@ -1,14 +1,107 @@
-"""The ``nlpjax`` command line: train, eval, generate, plot, data (thin: parse, dispatch).
+"""The ``nlpjax`` command line: train, eval, generate, plot, plan, data (thin: parse, dispatch).
 
-Config overrides use ml_collections' flag style: ``--config.optim.lr=3e-4``.
+Exit codes: 0 success (and a clean stop on SIGTERM), 1 training diverged, 2 bad input
+(one ``error: ...`` line), 130 interrupted by Ctrl-C before training started.
 """
 
 import argparse
+import errno
+import gc
 import logging
+import math
+import os
+import signal
 import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
 USAGE_ERRORS_EXIT = 2
+DIVERGED_EXIT = 1
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+DESCRIPTION = """\
+nlpjax: train, evaluate and sample JAX/Flax NLP models from small Python config files.
+
+Run `nlpjax COMMAND --help` for the options and examples of each command."""
+
+EXIT_CODES = """\
+exit codes:
+  0    success (also a clean stop on SIGTERM or Ctrl-C during training: the step is saved)
+  1    training diverged (NaN/Inf loss; the last good checkpoint is kept)
+  2    bad input: config, data, workdir, checkpoint or prompt (one `error: ...` line)
+  130  interrupted by Ctrl-C before training started (nothing new was saved)"""
+
+MAIN_EPILOG = f"""\
+examples:
+  nlpjax train --config=experiments/shakespeare_char.py --workdir=/tmp/run1
+  nlpjax eval --workdir=/tmp/run1
+  nlpjax generate --workdir=/tmp/run1 --prompt="ROMEO:" --max_new_tokens=300
+
+{EXIT_CODES}"""
+
+TRAIN_EPILOG = f"""\
+config overrides:
+  Any key of the config file can be changed with --config.SECTION.KEY=VALUE (or
+  --config.SECTION.KEY VALUE); the value is typed like the one it replaces. An unknown
+  or misspelled key is an error naming the closest valid key. The run prints the keys
+  it changed, e.g. `config overrides: optim.lr 0.001 -> 0.0003`.
+  Sections: model, data, optim, train, eval, checkpoint, parallel (see README.md).
+
+examples:
+  nlpjax train --config=experiments/shakespeare_char.py --workdir=/tmp/run1
+  nlpjax train --config=experiments/shakespeare_char.py:tiny --workdir=/tmp/tiny
+  nlpjax train --config=experiments/shakespeare_char.py --workdir=/tmp/run2 \\
+      --config.optim.lr=3e-4 --config.train.steps=500
+
+Running the same command again resumes from the latest checkpoint (a finished run is a
+no-op). SIGTERM or Ctrl-C saves the current step and exits 0.
+
+{EXIT_CODES}"""
+
+EVAL_EPILOG = """\
+Prints the loss, the perplexity per token and, for language models, bits per character
+and per UTF-8 byte (total nats / (ln 2 x characters or bytes of the text the evaluated
+tokens decode to)), which compare across tokenizers.
+
+examples:
+  nlpjax eval --workdir=/tmp/run1
+  nlpjax eval --workdir=/tmp/run1 --split=train
+  nlpjax eval --workdir=/tmp/run1 --step=500"""
+
+GENERATE_EPILOG = """\
+Past the model's context the window slides: when the KV cache is full, the last half
+context of tokens is re-encoded into a fresh cache and generation continues, so any
+--max_new_tokens works. Ids that stand for no text (<pad>, <unk>, <s>, <pause>, <sink>,
+registers, sentinels) are never generated. The text is printed as it is generated when
+stdout is a terminal (--stream); the rate (tokens/s) goes to stderr at the end.
+
+examples:
+  nlpjax generate --workdir=/tmp/run1 --prompt="ROMEO:" --max_new_tokens=300 \\
+      --temperature=0.8 --top_k=40 --seed=0
+  nlpjax generate --workdir=/tmp/run1 --temperature=0 --no-stream > sample.txt"""
+
+PLOT_EPILOG = """\
+examples:
+  nlpjax plot --workdir=/tmp/run1
+  nlpjax plot --workdir=/tmp/run1 --output=/tmp/run1-curves.png"""
+
+PLAN_EPILOG = """\
+examples:
+  nlpjax plan --config=experiments/shakespeare_char.py
+  nlpjax plan --config=experiments/shakespeare_char.py --simulate_devices=8 \\
+      --config.parallel.mesh=data:2,fsdp:2,tensor:2"""
+
+INSPECT_EPILOG = """\
+examples:
+  nlpjax data inspect --config=experiments/shakespeare_char.py
+  nlpjax data inspect --config=experiments/shakespeare_char.py --split=validation \\
+      --config.data.tokenizer=byte"""
+
+
+class WorkdirError(ValueError):
+    """A workdir or output path that is a file, or cannot be written."""
 
 
 def _parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -28,54 +121,180 @@ def _parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[
     return overrides
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nlpjax", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train or resume an experiment")
-    train.add_argument("--config", required=True, help="experiment file, path[:variant]")
-    train.add_argument("--workdir", required=True, help="checkpoints, metrics and logs go here")
-    train.add_argument("--coordinator_address", default=None, help="multi-host: host:port")
-    train.add_argument("--num_processes", type=int, default=None, help="multi-host: count")
-    train.add_argument("--process_id", type=int, default=None, help="multi-host: this one")
-    train.add_argument(
-        "--distributed",
-        action="store_true",
-        help="call jax.distributed.initialize() with no flags (Cloud TPU pods, SLURM)",
+def _subparser(sub, name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
-    plan = sub.add_parser("plan", help="memory per device for a config and mesh")
-    plan.add_argument("--config", required=True, help="experiment file, path[:variant]")
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nlpjax",
+        description=DESCRIPTION,
+        epilog=MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = "experiment file, PATH[:VARIANT] (e.g. experiments/shakespeare_char.py:tiny)"
+
+    train = _subparser(sub, "train", "train an experiment, or resume it", TRAIN_EPILOG)
+    train.usage = (
+        "nlpjax train --config=FILE[:VARIANT] --workdir=DIR [--config.SECTION.KEY=VALUE ...]"
+    )
+    train.add_argument("--config", required=True, metavar="FILE[:VARIANT]", help=config_help)
+    train.add_argument(
+        "--workdir", required=True, metavar="DIR", help="checkpoints, metrics and logs go here"
+    )
+    multi = train.add_argument_group("multi-host (see tpu/README.md)")
+    multi.add_argument(
+        "--coordinator_address", default=None, metavar="HOST:PORT", help="address of process 0"
+    )
+    multi.add_argument(
+        "--num_processes", type=int, default=None, metavar="N", help="number of processes"
+    )
+    multi.add_argument(
+        "--process_id", type=int, default=None, metavar="I", help="this process, 0..N-1"
+    )
+    multi.add_argument(
+        "--distributed",
+        action="store_true",
+        help="initialize with no flags (Cloud TPU pods, SLURM)",
+    )
+
+    ev = _subparser(sub, "eval", "evaluate a checkpoint of a workdir", EVAL_EPILOG)
+    ev.add_argument("--workdir", required=True)
+    ev.add_argument(
+        "--split",
+        default="validation",
+        help="validation (default), train, or test for corpora that have one",
+    )
+    ev.add_argument(
+        "--step", type=int, default=None, help="a kept checkpoint step (default: the latest)"
+    )
+
+    gen = _subparser(
+        sub, "generate", "sample text from a workdir's latest checkpoint", GENERATE_EPILOG
+    )
+    gen.add_argument("--workdir", required=True)
+    gen.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    gen.add_argument("--max_new_tokens", type=int, default=200, help="0 prints the prompt only")
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
+    gen.add_argument("--top_k", type=int, default=0, help="0 disables top-k")
+    gen.add_argument("--top_p", type=float, default=1.0, help="1 disables nucleus sampling")
+    gen.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
+    gen.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="print tokens as they are generated (default: on when stdout is a terminal)",
+    )
+
+    plot = _subparser(sub, "plot", "write a PNG of the training curves", PLOT_EPILOG)
+    plot.add_argument("--workdir", required=True)
+    plot.add_argument("--output", default=None, help="default: WORKDIR/curves.png")
+
+    plan = _subparser(sub, "plan", "memory per device for a config and mesh", PLAN_EPILOG)
+    plan.usage = (
+        "nlpjax plan --config=FILE[:VARIANT] [--simulate_devices=N] "
+        "[--config.SECTION.KEY=VALUE ...]"
+    )
+    plan.add_argument("--config", required=True, help=config_help)
     plan.add_argument(
         "--simulate_devices",
         type=int,
         default=0,
-        help="plan on N simulated CPU devices (sets XLA_FLAGS; CPU compiler estimates)",
+        help="plan on N simulated CPU devices (the CPU compiler's estimates)",
     )
 
-    ev = sub.add_parser("eval", help="evaluate the latest checkpoint of a workdir")
-    ev.add_argument("--workdir", required=True)
-
-    gen = sub.add_parser("generate", help="sample text from the latest checkpoint")
-    gen.add_argument("--workdir", required=True)
-    gen.add_argument("--prompt", default="\n")
-    gen.add_argument("--max_new_tokens", type=int, default=200)
-    gen.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
-    gen.add_argument("--top_k", type=int, default=0, help="0 disables top-k")
-    gen.add_argument("--top_p", type=float, default=1.0, help="1 disables nucleus sampling")
-    gen.add_argument("--seed", type=int, default=0)
-
-    plot = sub.add_parser("plot", help="write a PNG of the training curves")
-    plot.add_argument("--workdir", required=True)
-    plot.add_argument("--output", default=None, help="default: WORKDIR/curves.png")
-
-    data = sub.add_parser("data", help="look at a config's data")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
-    inspect = data_sub.add_parser("inspect", help="sizes, vocabulary, decoded batches, speed")
-    inspect.add_argument("--config", required=True, help="experiment file, path[:variant]")
+    data = sub.add_parser(
+        "data", help="look at a config's data", description="Look at a config's data."
+    )
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    inspect = _subparser(
+        data_sub, "inspect", "sizes, vocabulary, decoded batches and speed", INSPECT_EPILOG
+    )
+    inspect.usage = (
+        "nlpjax data inspect --config=FILE[:VARIANT] [--split=SPLIT] [--num_examples=N] "
+        "[--config.SECTION.KEY=VALUE ...]"
+    )
+    inspect.add_argument("--config", required=True, help=config_help)
     inspect.add_argument("--split", default="train", choices=["train", "validation"])
     inspect.add_argument("--num_examples", type=int, default=3)
     return parser
+
+
+# -- workdirs ------------------------------------------------------------------------------
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in str(path)
+
+
+def _not_a_file(path: str, flag: str) -> None:
+    """Raises ``WorkdirError`` if ``path`` or one of its parents is a file."""
+    if _is_remote(path):
+        return
+    for p in (Path(path), *Path(path).absolute().parents):
+        if p.exists():
+            if not p.is_dir():
+                raise WorkdirError(
+                    f"{flag}={path}: {p} is a file, not a directory; pass a directory path "
+                    "(it is created if missing)"
+                )
+            return
+
+
+def _writable_dir(path: str, flag: str) -> None:
+    """Makes sure ``path`` is (or can be created as) a directory this process can write.
+
+    A real write probe, not permission bits: root ignores those, and a read-only
+    filesystem refuses even root.
+    """
+    if _is_remote(path):
+        return
+    _not_a_file(path, flag)
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".nlpjax-write-test-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise WorkdirError(
+            f"{flag}={path} is not writable ({e.strerror}); use a writable directory, or make "
+            "this one writable (read-only filesystem? permissions?). Nothing was changed."
+        ) from None
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def config_changes(spec: str, config) -> list[str]:
+    """``KEY OLD -> NEW`` for every key where ``config`` differs from the file's values."""
+    from nlpjax.config import flat_keys, load_config_file
+
+    defaults, resolved = load_config_file(spec).to_dict(), config.to_dict()
+
+    def get(tree, key):
+        for part in key.split("."):
+            if not isinstance(tree, dict) or part not in tree:
+                return None
+            tree = tree[part]
+        return tree
+
+    changes = []
+    for key in flat_keys(defaults):
+        old, new = get(defaults, key), get(resolved, key)
+        same = list(old) == list(new) if isinstance(old, list | tuple) else old == new
+        if new is not None and not same:
+            changes.append(
+                f"{key} {old!r} -> {new!r}" if isinstance(new, str) else f"{key} {old} -> {new}"
+            )
+    return changes
 
 
 def cmd_train(args, overrides) -> int:
@@ -95,6 +314,10 @@ def cmd_train(args, overrides) -> int:
         init_distributed()
 
     config = load_config(args.config, overrides)
+    _writable_dir(args.workdir, "--workdir")
+    changes = config_changes(args.config, config)
+    if changes:
+        print("config overrides: " + "; ".join(changes))
     summary = train_and_evaluate(config, args.workdir)
     if "eval/loss" in summary:
         print(f"final eval/loss {summary['eval/loss']:.4f} at step {summary['final_step']}")
@@ -102,8 +325,6 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_plan(args, overrides) -> int:
-    import os
-
     if args.simulate_devices:
         os.environ["JAX_PLATFORMS"] = "cpu"
         os.environ["XLA_FLAGS"] = (
@@ -117,47 +338,109 @@ def cmd_plan(args, overrides) -> int:
     return 0
 
 
+def restore_at(workdir: str, step: int | None):
+    """(run, step) of ``workdir`` at checkpoint ``step`` (None: the latest readable one)."""
+    from etils import epath
+
+    from nlpjax.training.checkpoint import Checkpointer
+    from nlpjax.training.loop import build_run, load_workdir_config, restore_trained
+
+    if step is None:
+        return restore_trained(workdir)
+    config = load_workdir_config(workdir)
+    directory = epath.Path(workdir) / "checkpoints"
+    ckpt = Checkpointer(directory, config.checkpoint)
+    try:
+        kept = ckpt.all_steps()
+        if step not in kept:
+            listed = ", ".join(map(str, kept)) or "none"
+            raise FileNotFoundError(
+                f"--step={step}: no checkpoint for step {step} in {directory}; kept steps: {listed}"
+            )
+        run = build_run(config, workdir)
+        _, run.state, _ = ckpt.restore(run.abstract_state, step)
+    finally:
+        ckpt.close()
+    return run, step
+
+
 def cmd_eval(args) -> int:
     import jax
 
-    from nlpjax.training.loop import restore_trained
     from nlpjax.training.step import make_eval_fn
 
-    run, step = restore_trained(args.workdir)
+    _not_a_file(args.workdir, "--workdir")
+    run, step = restore_at(args.workdir, args.step)
+    host_batches = run.task.eval_batches(args.split)
     eval_fn = make_eval_fn(run.task)
-    batches = jax.device_put(run.task.eval_batches())
+    batches = jax.device_put(host_batches)
     jax.block_until_ready(eval_fn(run.state.params, batches))  # compile
     start = time.perf_counter()
     metrics = jax.block_until_ready(eval_fn(run.state.params, batches))
     seconds = time.perf_counter() - start
     summary = run.task.eval_summary(metrics)
     tokens = float(metrics["weight"])
-    print(f"step {step}")
+    text_units = getattr(run.task, "text_units", None)  # optional Task hook (LMs)
+    if text_units is not None:
+        units = text_units(host_batches)
+        nats = float(metrics["loss"]) * tokens
+        summary["bits_per_char"] = nats / (math.log(2) * units["characters"])
+        summary["bits_per_byte"] = nats / (math.log(2) * units["bytes"])
+    print(f"step {step}, split {args.split}")
     for key, value in summary.items():
-        print(f"eval/{key} {value:.4f}")
+        print(f"eval/{key} {value:.6f}")
     print(f"eval tokens {int(tokens)}, tokens/s {tokens / seconds:,.0f}")
     return 0
 
 
 def cmd_generate(args) -> int:
     from nlpjax.inference.decode import Generator, SamplingConfig
-    from nlpjax.training.loop import restore_trained
+    from nlpjax.inference.prompt import encode_prompt
+    from nlpjax.inference.text_stream import TextStream
 
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     if args.max_new_tokens < 0:
         raise ValueError("--max_new_tokens must be >= 0")
-    run, _ = restore_trained(args.workdir)
+    _not_a_file(args.workdir, "--workdir")
+    run, _ = restore_at(args.workdir, None)
     tokenizer = run.task.tokenizer
-    prompt = tokenizer.encode(args.prompt)
-    generator = Generator(run.task.model, run.state.params, sampling)
-    ids = generator.generate(prompt[None], args.max_new_tokens, seed=args.seed)
-    print(args.prompt + tokenizer.decode(ids[0]))
+    prompt = encode_prompt(tokenizer, args.prompt, f"{args.workdir}/tokenizer.json")
+    banned = tokenizer.non_text_ids()
+    generator = Generator(run.task.model, run.state.params, sampling, banned)
+    stream = sys.stdout.isatty() if args.stream is None else args.stream
+    out = sys.stdout
+    out.write(args.prompt)
+    start, count = time.perf_counter(), 0
+    if stream:
+        text = TextStream(tokenizer)
+        for token_B in generator.stream(prompt[None], args.max_new_tokens, seed=args.seed):
+            count += 1
+            out.write(text.push(token_B))
+            out.flush()
+        out.write(text.flush())
+    else:
+        ids = generator.generate(prompt[None], args.max_new_tokens, seed=args.seed)
+        count = ids.shape[1]
+        out.write(tokenizer.decode(ids[0]))
+    out.write("\n")
+    out.flush()
+    seconds = time.perf_counter() - start
+    rate = f", {count / seconds:,.1f} tokens/s" if count and seconds > 0 else ""
+    print(f"generated {count} tokens in {seconds:.2f} s{rate}", file=sys.stderr)
     return 0
 
 
 def cmd_plot(args) -> int:
     from nlpjax.analysis.curves import plot_curves
 
+    _not_a_file(args.workdir, "--workdir")
+    if args.output is None:
+        if Path(args.workdir).is_dir():  # a missing workdir is reported by plot_curves
+            _writable_dir(args.workdir, "--workdir")
+    else:
+        if Path(args.output).is_dir():
+            raise WorkdirError(f"--output={args.output} is a directory; give a file name (.png)")
+        _writable_dir(str(Path(args.output).parent), "--output's directory")
     print(plot_curves(args.workdir, args.output))
     return 0
 
@@ -174,13 +457,11 @@ def cmd_data(args, overrides) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
-    args, extra = parser.parse_known_args(argv)
-    with_config = args.command in ("train", "plan", "data")
-    overrides = _parse_overrides(extra, parser) if with_config else {}
-    if extra and not with_config:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+# Filesystem errors that mean "this path cannot be used": bad input, not a crash.
+_PATH_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.ENOSPC}
+
+
+def _dispatch(args, overrides) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from absl import logging as absl_logging
 
@@ -202,10 +483,85 @@ def main(argv: list[str] | None = None) -> int:
         return {"eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot}[args.command](args)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return DIVERGED_EXIT
     except expected as e:
         print(f"error: {e}", file=sys.stderr)
         return USAGE_ERRORS_EXIT
+    except OSError as e:
+        if e.errno not in _PATH_ERRNOS:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror}{where}; use a writable directory", file=sys.stderr)
+        return USAGE_ERRORS_EXIT
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether ``frame`` runs inside a garbage-collection callback or a ``__del__``."""
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _CtrlC:
+    """SIGINT handler until the training loop installs its own: raises KeyboardInterrupt.
+
+    Python drops (and prints) an exception raised inside a garbage-collection callback
+    or ``__del__`` (JAX runs a callback on every collection), so a Ctrl-C landing there
+    would be lost: there it is sent again shortly instead, and as a safety net it is
+    sent again whenever it has not reached ``main`` a second later.
+    """
+
+    def __init__(self):
+        self.reached_main = False
+
+    def _resend_after(self, seconds: float) -> None:
+        timer = threading.Timer(seconds, self._resend)
+        timer.daemon = True
+        timer.start()
+
+    def _resend(self):
+        if not self.reached_main:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def __call__(self, signum, frame):
+        if _in_finalizer(frame):
+            self._resend_after(0.05)
+            return
+        self._resend_after(1.0)
+        raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns the exit code (see ``EXIT_CODES``)."""
+    ctrl_c, previous = _CtrlC(), None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        parser = _build_parser()
+        args, extra = parser.parse_known_args(argv)
+        with_config = args.command in ("train", "plan", "data")
+        overrides = _parse_overrides(extra, parser) if with_config else {}
+        if extra and not with_config:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return _dispatch(args, overrides)
+    except KeyboardInterrupt:  # Ctrl-C before the training loop takes over SIGINT
+        ctrl_c.reached_main = True
+        sys.stdout.flush()
+        print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+        if argv is None:  # the program itself (not a call from Python): exit now
+            sys.stderr.flush()
+            # Interpreter teardown with the data and XLA runtimes' threads interrupted
+            # mid-work can crash (segfaults seen when stopping dataset preparation);
+            # nothing is left to save before the training loop starts.
+            os._exit(INTERRUPTED_EXIT)
+        return INTERRUPTED_EXIT
+    finally:
+        ctrl_c.reached_main = True
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

@@ -118,12 +118,20 @@ def _cli(capsys, *args):
     return code, captured.out + captured.err
 
 
+def _error_line(out: str) -> str:
+    """The one ``error: ...`` line a bad input prints (no traceback)."""
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out, out
+    return lines[0]
+
+
 def test_missing_data_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NLPJAX_DATA_DIR", str(tmp_path / "nodata"))
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-    code, out = _cli(capsys, "train", f"--config={TINY}", f"--workdir={tmp_path / 'w'}")
-    assert code != 0
-    assert "nodata/tinyshakespeare/input.txt" in out and "NLPJAX_DATA_DIR" in out
+    code = cli.main(["train", f"--config={TINY}", f"--workdir={tmp_path / 'w'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert "nodata/tinyshakespeare/input.txt" in err and "NLPJAX_DATA_DIR" in err
 
 
 def test_unknown_config_key_error(tmp_path, capsys):
@@ -134,13 +142,14 @@ def test_unknown_config_key_error(tmp_path, capsys):
         f"--workdir={tmp_path}",
         "--config.optim.learning_rate=1e-3",
     )
-    assert code != 0
-    assert "unknown config key 'optim.learning_rate'" in out
+    assert code == 2
+    assert "unknown config key 'optim.learning_rate'" in _error_line(out)
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_generate_without_checkpoint_error(tmp_path, capsys):
     code, out = _cli(capsys, "generate", f"--workdir={tmp_path}", "--prompt=hi")
-    assert code != 0 and "not a training workdir" in out
+    assert code == 2 and "not a training workdir" in _error_line(out)
 
 
 def test_eval_generate_plot_and_prompt_errors(reference, capsys, tmp_path):
@@ -159,11 +168,13 @@ def test_eval_generate_plot_and_prompt_errors(reference, capsys, tmp_path):
         "--top_k=40",
         "--seed=0",
     ]
-    code, first = _cli(capsys, *args)
+    code = cli.main(args)
+    first, err = capsys.readouterr()
     assert code == 0 and first.startswith("ROMEO:") and len(first.rstrip("\n")) >= 36
-    assert _cli(capsys, *args)[1] == first  # same seed, same text
+    assert "generated 30 tokens" in err and "tokens/s" in err
+    assert cli.main(args) == 0 and capsys.readouterr().out == first  # same seed, same text
     code, out = _cli(capsys, "generate", f"--workdir={reference}", "--prompt=Привет")
-    assert code != 0 and "not in the vocabulary" in out
+    assert code == 2 and "not in the vocabulary" in _error_line(out)
     code, out = _cli(capsys, "plot", f"--workdir={reference}", f"--output={tmp_path / 'c.png'}")
     assert code == 0 and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -171,5 +182,5 @@ def test_eval_generate_plot_and_prompt_errors(reference, capsys, tmp_path):
 def test_unrecognized_argument_exits_nonzero(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["eval", "--workdir=/tmp/x", "--bogus=1"])
-    assert exit_info.value.code != 0
+    assert exit_info.value.code == 2  # argparse's usage error, same code as other bad input
     assert os.environ["NLPJAX_OFFLINE"] == "1"

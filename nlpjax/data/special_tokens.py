@@ -96,6 +96,15 @@ class SpecialIdsMixin:
     def sentinel_id(self, i: int) -> int:
         return self.extra.sentinel_id(i)
 
+    def non_text_ids(self) -> list[int]:
+        """Ids that stand for no text: ``<pad>``, ``<unk>``, ``<s>``, pause, sink, registers,
+        sentinels. ``</s>`` is not among them: it ends a document and is a real prediction.
+        Samplers mask these so that generated text never contains them.
+        """
+        e = self.extra
+        sentinels = range(e.vocab_size - e.num_sentinels, e.vocab_size)
+        return [PAD_ID, UNK_ID, BOS_ID, e.pause_id, e.sink_id, *e.register_ids, *sentinels]
+
     def special_piece(self, token_id: int) -> str | None:
         """Name of a special or extra id (``<pad>``, ``</s>``, ``<pause>``, ...), else None."""
         if 0 <= token_id < NUM_SPECIAL:

@@ -45,6 +45,9 @@ class Tokenizer(Protocol):
     def count_unknown(self, text: str) -> tuple[int, int]:
         """(tokens, tokens outside the vocabulary) of ``text``."""
 
+    def non_text_ids(self) -> list[int]:
+        """Ids that stand for no text (padding, reserved ids); samplers never emit them."""
+
     def to_dict(self) -> dict: ...
 
     def spec(self) -> dict:
@@ -97,6 +100,9 @@ class CharTokenizer:
 
     def count_unknown(self, text: str) -> tuple[int, int]:
         return len(text), int((self._ids(text) < 0).sum())
+
+    def non_text_ids(self) -> list[int]:
+        return []  # every id is a character
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "chars": self.chars}

@@ -2,14 +2,19 @@
 
 Each new token costs one cached forward step, independent of the prompt length. When
 the cache (the model's context) is full, the last half context is re-encoded into a
-fresh cache and generation continues, so learned absolute positions stay in range.
+fresh cache and generation continues, so learned absolute positions stay in range (the
+window slides by half a context at a time). Ids that stand for no text (padding,
+``<unk>``, ``<s>``, pause, sink, register and sentinel ids) can be banned: their logits
+are set to -inf before greedy or sampled choice, so they are never emitted.
 """
 
 import dataclasses
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, Int
 
 from nlpjax.inference.kv_cache import init_cache
 
@@ -48,24 +53,58 @@ def filter_logits(logits_BV: jax.Array, cfg: SamplingConfig) -> jax.Array:
     return logits_BV
 
 
-def sample(logits_BV: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
+def ban_ids(logits_BV: Float[Array, "B V"], banned_V: jax.Array | None) -> jax.Array:
+    """Sets the logits of banned ids (a boolean mask over the vocabulary) to -inf."""
+    if banned_V is None:
+        return logits_BV
+    return jnp.where(banned_V[None, :], -jnp.inf, logits_BV.astype(jnp.float32))
+
+
+def banned_mask(vocab_size: int, banned_ids: Sequence[int]) -> np.ndarray | None:
+    """A (V,) boolean mask of ``banned_ids``; None when nothing is banned."""
+    banned_ids = [int(i) for i in banned_ids]
+    if not banned_ids:
+        return None
+    if min(banned_ids) < 0 or max(banned_ids) >= vocab_size:
+        raise ValueError(f"banned ids {banned_ids} outside the vocabulary of {vocab_size}")
+    if len(set(banned_ids)) >= vocab_size:
+        raise ValueError("every id of the vocabulary is banned: nothing could be generated")
+    mask = np.zeros(vocab_size, bool)
+    mask[banned_ids] = True
+    return mask
+
+
+def sample(
+    logits_BV: jax.Array, rng: jax.Array, cfg: SamplingConfig, banned_V: jax.Array | None = None
+) -> Int[Array, " B"]:
+    """Greedy (``temperature=0``) or filtered sampling, never choosing a banned id."""
+    logits_BV = ban_ids(logits_BV, banned_V)
     if cfg.temperature == 0.0:
         return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
     return jax.random.categorical(rng, filter_logits(logits_BV, cfg)).astype(jnp.int32)
 
 
 class Generator:
-    """Samples continuations from a decoder with a KV cache (batch of equal-length prompts)."""
+    """Samples continuations from a decoder with a KV cache (batch of equal-length prompts).
 
-    def __init__(self, model, params, sampling: SamplingConfig):
+    Args:
+      model: a decoder with a ``decode=True`` mode and ``config.max_len``.
+      params: its parameters.
+      sampling: temperature, top-k and top-p.
+      banned_ids: ids never to emit (their logits are set to -inf, greedy included).
+    """
+
+    def __init__(self, model, params, sampling: SamplingConfig, banned_ids: Sequence[int] = ()):
         self.model, self.params, self.sampling = model, params, sampling
         self.max_len = model.config.max_len
+        mask = banned_mask(model.config.vocab_size, banned_ids)
+        banned_V = None if mask is None else jnp.asarray(mask)
 
         def step(params, cache, tokens_BL, rng):
             logits_BLV, updated = model.apply(
                 {"params": params, "cache": cache}, tokens_BL, decode=True, mutable=["cache"]
             )
-            return sample(logits_BLV[:, -1], rng, sampling), updated["cache"]
+            return sample(logits_BLV[:, -1], rng, sampling, banned_V), updated["cache"]
 
         self._step = jax.jit(step)
 
@@ -73,43 +112,68 @@ class Generator:
         cache = init_cache(self.model, history_BL.shape[0])
         return self._step(self.params, cache, jnp.asarray(history_BL), rng)
 
-    def generate(self, prompt_BL: np.ndarray, max_new_tokens: int, seed: int = 0) -> np.ndarray:
-        """Returns the (B, max_new_tokens) sampled ids following ``prompt_BL``."""
+    def stream(
+        self, prompt_BL: np.ndarray, max_new_tokens: int, seed: int = 0
+    ) -> Iterator[Int[np.ndarray, " B"]]:
+        """Yields the (B,) sampled ids one position at a time, ``max_new_tokens`` times.
+
+        Past the context, the window slides: when the cache is full, the last
+        ``max_len // 2`` tokens are re-encoded into a fresh cache.
+        """
         prompt_BL = np.atleast_2d(np.asarray(prompt_BL, np.int32))
         if prompt_BL.shape[1] == 0:
             raise ValueError("the prompt is empty: give at least one token")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if max_new_tokens == 0:
+            return
         key = jax.random.PRNGKey(seed)
         history = prompt_BL[:, -self.max_len :]
         next_B, cache = self._prefill(history, jax.random.fold_in(key, 0))
         filled = history.shape[1]
         out = []
         for i in range(max_new_tokens):
-            token = np.asarray(next_B)[:, None]
-            out.append(token)
+            token = np.asarray(next_B)
+            out.append(token[:, None])
+            if len(out) > self.max_len:  # only the last half context is ever re-encoded
+                del out[0]
+            yield token
             if i + 1 == max_new_tokens:
                 break
             rng = jax.random.fold_in(key, i + 1)
             if filled == self.max_len:  # cache full: re-encode the last half context
-                history = np.concatenate([prompt_BL, *out], axis=1)[:, -(self.max_len // 2) :]
+                tail = max(self.max_len // 2, 1)
+                history = np.concatenate([prompt_BL[:, -tail:], *out[-tail:]], axis=1)
+                history = history[:, -tail:]
                 next_B, cache = self._prefill(history, rng)
                 filled = history.shape[1]
             else:
-                next_B, cache = self._step(self.params, cache, jnp.asarray(token), rng)
+                next_B, cache = self._step(self.params, cache, jnp.asarray(token[:, None]), rng)
                 filled += 1
-        return np.concatenate(out, axis=1)
+
+    def generate(self, prompt_BL: np.ndarray, max_new_tokens: int, seed: int = 0) -> np.ndarray:
+        """Returns the (B, max_new_tokens) sampled ids following ``prompt_BL``."""
+        prompt_BL = np.atleast_2d(np.asarray(prompt_BL, np.int32))
+        tokens = [t[:, None] for t in self.stream(prompt_BL, max_new_tokens, seed)]
+        if not tokens:
+            return np.zeros((prompt_BL.shape[0], 0), np.int32)
+        return np.concatenate(tokens, axis=1)
 
 
-def generate_uncached(model, params, prompt_BL, max_new_tokens, sampling, seed=0) -> np.ndarray:
-    """Reference sampler without a cache: re-runs the model on the whole window per token."""
+def generate_uncached(
+    model, params, prompt_BL, max_new_tokens, sampling, seed=0, banned_ids=()
+) -> np.ndarray:
+    """Reference sampler without a cache: re-runs the model on the last max_len tokens."""
     key = jax.random.PRNGKey(seed)
+    mask = banned_mask(model.config.vocab_size, banned_ids)
+    banned_V = None if mask is None else jnp.asarray(mask)
     apply = jax.jit(lambda p, t: model.apply({"params": p}, t)[:, -1])
     tokens = np.atleast_2d(np.asarray(prompt_BL, np.int32))
-    out = []
+    out = [np.zeros((tokens.shape[0], 0), np.int32)]
     for i in range(max_new_tokens):
         window = tokens[:, -model.config.max_len :]
-        nxt = np.asarray(
-            sample(apply(params, jnp.asarray(window)), jax.random.fold_in(key, i), sampling)
-        )
+        logits = apply(params, jnp.asarray(window))
+        nxt = np.asarray(sample(logits, jax.random.fold_in(key, i), sampling, banned_V))
         out.append(nxt[:, None])
         tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
     return np.concatenate(out, axis=1)

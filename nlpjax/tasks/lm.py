@@ -149,9 +149,25 @@ class LMTask:
             vocab_file=self._tokenizer_file,
         )
 
-    def eval_batches(self) -> dict[str, np.ndarray]:
-        ds = self._windows("validation", self.config.eval.seed)
+    def eval_batches(self, split: str = "validation") -> dict[str, np.ndarray]:
+        """``eval.num_batches`` fixed windows of ``split`` (validation unless asked)."""
+        ds = self._windows(split, self.config.eval.seed)
         return pipeline.take_stacked(ds, self.config.eval.num_batches)
+
+    def text_units(self, batches: dict[str, np.ndarray]) -> dict[str, int]:
+        """Characters and UTF-8 bytes of the text the evaluated (target) tokens decode to.
+
+        Each window's targets are its tokens after the first; their text is the window's
+        decoded text after the first token's, so pieces that depend on their neighbour
+        (SentencePiece's leading space) count as they appear in the running text.
+        """
+        tokens = np.asarray(batches["tokens"])
+        characters = utf8_bytes = 0
+        for window in tokens.reshape(-1, tokens.shape[-1]):
+            text = self.tokenizer.decode(window)[len(self.tokenizer.decode(window[:1])) :]
+            characters += len(text)
+            utf8_bytes += len(text.encode("utf-8"))
+        return {"characters": characters, "bytes": utf8_bytes}
 
     # -- model and loss -----------------------------------------------------------------
 
