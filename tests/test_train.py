@@ -18,6 +18,7 @@ from nlpjax.training.loop import (
 )
 from nlpjax.training.metrics import read_metrics
 from nlpjax.training.step import make_multi_step, make_train_step
+from nlpjax.training.workdir_lock import LOCK_FILE as LOCK
 
 # From a real run (jax 0.10.2, XLA:CPU, 2024-era x86-64): the tiny variant of
 # experiments/shakespeare_char.py, seed 0, its first training batch at initialization,
@@ -91,13 +92,17 @@ def test_train_learns_then_resume_is_a_noop(trained, tmp_path):
 
 def test_a_different_model_is_refused_and_nothing_is_lost(trained, tiny_config, tmp_path):
     tmp_path = _copy(trained, tmp_path)
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+
+    def saved():  # the lock file is taken (written) first; it is not saved work
+        files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != LOCK]
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+    before = saved()
     with pytest.raises(
         CheckpointMismatchError, match="model.d_model: checkpoint has 32, config has 64"
     ):
         train_and_evaluate(tiny_config(model__d_model=64), tmp_path)
-    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    assert before == after
+    assert saved() == before
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
