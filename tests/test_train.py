@@ -132,3 +132,25 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(trained, tmp_pat
             f.write_bytes(b"garbage")
     run, step = restore_trained(workdir)
     assert step == 20 and int(run.state.step) == 20
+
+
+def test_nan_before_the_first_checkpoint_says_none_was_saved(tmp_path, monkeypatch, capsys):
+    from nlpjax import cli
+    from tests.conftest import TINY
+
+    original = LMTask.loss
+
+    def poisoned(self, params, carry, batch, rng, train):
+        loss, aux = original(self, params, carry, batch, rng, train)
+        return loss * jnp.nan, aux
+
+    monkeypatch.setattr(LMTask, "loss", poisoned)
+    code = cli.main(
+        ["train", f"--config={TINY}", f"--workdir={tmp_path}", "--config.train.progress=false"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and err[0].startswith("error: training loss is nan at step 1;"), err
+    assert "No checkpoint was saved yet (the first comes at step 20)" in err[0]
+    assert "None" not in err[0] and "start again" in err[0]
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
