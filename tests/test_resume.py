@@ -213,8 +213,6 @@ def test_dropout_makes_the_training_loss_depend_on_the_rng():
     """Guards the test above: with dropout 0.1 the per-step RNG changes the loss."""
     run = build_run(load_config(TINY, DROPOUT_RUN), None)
     batch = next(run.task.train_iterator())
-    losses = {
-        float(run.task.loss(run.state.params, {}, batch, jax.random.PRNGKey(k), True)[0])
-        for k in range(3)
-    }
+    loss = jax.jit(lambda rng: run.task.loss(run.state.params, {}, batch, rng, True)[0])
+    losses = {float(loss(jax.random.PRNGKey(k))) for k in range(3)}
     assert len(losses) == 3
