@@ -1,6 +1,7 @@
 """Resuming a workdir: damaged checkpoints, config changes, the workdir lock, exact RNG."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from nlpjax.config import load_config
 from nlpjax.training.loop import build_run, restore_trained, train_and_evaluate
 from nlpjax.training.metrics import read_metrics
 from nlpjax.training.resume import read_history
-from nlpjax.training.workdir_lock import LOCK_FILE
+from nlpjax.training.workdir_lock import LOCK_FILE, WorkdirLock
 from tests.conftest import REPO, TINY
 
 # A 40-step tiny run whose cosine decay depends on train.steps (warmup 10 < 40).
@@ -129,7 +130,7 @@ def test_an_allowed_change_warns_with_its_effect_and_keeps_the_history(workdir, 
     assert [h["step"] for h in read_history(workdir)] == [0, 40, 60]
 
 
-# --- Item 6b: one run per workdir -----------------------------------------------------
+# --- Items 6b and 17: one run per workdir; exact resume with dropout after SIGKILL ----
 
 
 def _wait_for(condition, proc, what: str, timeout: float = 120) -> None:
@@ -146,34 +147,37 @@ def _has_checkpoint(workdir: Path) -> bool:
     return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
 
 
-def test_a_second_run_is_refused_and_a_killed_holder_does_not_block(tmp_path, capsys):
-    long_run = BASE | {
-        "train.steps": "300", "train.steps_per_dispatch": "1", "checkpoint.every": "10",
-        "checkpoint.max_to_keep": "100", "eval.every": "300",
-    }  # fmt: skip
-    first = subprocess.Popen(
-        _train_cmd(tmp_path, long_run),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lock = tmp_path / LOCK_FILE
-    _wait_for(lambda: lock.is_file() and f"pid {first.pid}," in lock.read_text(), first, "lock")
-    code, out, err = _cli(capsys, tmp_path, long_run)
+def _losses(workdir: Path) -> dict:
+    return {r["step"]: r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r}
+
+
+HOLDER = """
+import sys, time
+from nlpjax.training.workdir_lock import WorkdirLock
+WorkdirLock(sys.argv[1]).__enter__()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_lock_names_its_holder_and_dies_with_it(tmp_path, capsys):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline() == "held\n"
+    code, out, err = _cli(capsys, tmp_path, BASE)
     assert code == 2, out + err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and f"pid {first.pid}" in lines[0] and "host " in lines[0], err
-    assert "in use by another training run" in lines[0]
-    _wait_for(lambda: _has_checkpoint(tmp_path), first, "checkpoint")
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert lock.is_file()  # left behind by the killed run, but no longer held
-    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    code, out, err = _cli(capsys, tmp_path, long_run | {"train.steps": str(saved[-1] + 10)})
-    assert code == 0, out + err
-    assert f"Resumed from step {saved[-1]}" in out
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path} is in use"), err
+    assert f"pid {holder.pid}," in lines[0] and "host " in lines[0]
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_FILE]  # the refused run wrote nothing
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with WorkdirLock(tmp_path):  # the kernel released the dead holder's lock
+        assert f"pid {os.getpid()}," in (tmp_path / LOCK_FILE).read_text()
 
 
-# --- Item 17: exact resume with dropout (the RNG is used) -----------------------------
-
+# Dropout 0.1 makes every step use the RNG; checkpoints every 10 of 200 steps.
 DROPOUT_RUN = {
     "model.dropout": "0.1", "train.progress": "false", "train.steps": "200",
     "train.steps_per_dispatch": "1", "train.log_every": "1", "checkpoint.every": "10",
@@ -181,31 +185,36 @@ DROPOUT_RUN = {
 }  # fmt: skip
 
 
-def test_resume_after_sigkill_with_dropout_is_bitwise_exact(tmp_path):
+def test_a_second_run_is_refused_and_resume_after_sigkill_with_dropout_is_exact(tmp_path, capsys):
     reference = tmp_path / "reference"
     train_and_evaluate(load_config(TINY, DROPOUT_RUN), reference)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _train_cmd(killed, DROPOUT_RUN),
+    workdir = tmp_path / "killed"
+    first = subprocess.Popen(
+        _train_cmd(workdir, DROPOUT_RUN),
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    _wait_for(lambda: _has_checkpoint(killed), proc, "checkpoint")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    summary = train_and_evaluate(load_config(TINY, DROPOUT_RUN), killed)
+    lock = workdir / LOCK_FILE
+    _wait_for(lambda: lock.is_file() and f"pid {first.pid}," in lock.read_text(), first, "lock")
+
+    code, out, err = _cli(capsys, workdir, DROPOUT_RUN)  # a second run while the first runs
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"pid {first.pid}" in lines[0] and "host " in lines[0], err
+    assert "in use by another training run" in lines[0]
+
+    _wait_for(lambda: _has_checkpoint(workdir), first, "checkpoint")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL
+    assert lock.is_file()  # left behind by the killed run, but no longer held
+    summary = train_and_evaluate(load_config(TINY, DROPOUT_RUN), workdir)
     assert 0 < summary["start_step"] < 200 and summary["final_step"] == 200
 
-    def losses(w):
-        return {r["step"]: r["train/loss"] for r in read_metrics(w) if "train/loss" in r}
-
-    got, want = losses(killed), losses(reference)
+    got, want = _losses(workdir), _losses(reference)
     assert sorted(got) == list(range(1, 201))
     assert got == want  # bitwise: JSON floats round-trip exactly
-    params = [
-        jax.tree_util.tree_leaves(restore_trained(w)[0].state.params) for w in (killed, reference)
-    ]
-    for a, b in zip(*params, strict=True):
+    params = [restore_trained(w)[0].state.params for w in (workdir, reference)]
+    for a, b in zip(*map(jax.tree_util.tree_leaves, params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
