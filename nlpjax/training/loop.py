@@ -304,20 +304,24 @@ def _train_locked(config: Config, workdir: epath.Path) -> dict:
     config, task = run.config, run.task
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
     ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
-    _check_workdir(workdir, run, ckpt)
-    saved = resume.read_saved(workdir) if ckpt.latest_step() is not None else None
-    changes = {}
-    if saved is not None:
-        changes = resume.check_changes(saved, config, run.abstract_state.params, workdir)
-
-    data_it = task.train_iterator()
-    state = run.state
-    if ckpt.latest_step() is not None:
-        step0, state, data_state = ckpt.restore(run.abstract_state, move_damaged=True)
-        data_it.set_state(data_state)
-        print(f"Resumed from step {step0} in {workdir}")
-        _report_changes(saved, config, changes, step0, workdir)
-    elif jax.process_index() == 0:
+    try:
+        _check_workdir(workdir, run, ckpt)
+        resumed = ckpt.latest_step() is not None
+        saved = resume.read_saved(workdir) if resumed else None
+        changes = {}
+        if saved is not None:
+            changes = resume.check_changes(saved, config, run.abstract_state.params, workdir)
+        data_it = task.train_iterator()
+        state = run.state
+        if resumed:
+            step0, state, data_state = ckpt.restore(run.abstract_state, move_damaged=True)
+            data_it.set_state(data_state)
+            print(f"Resumed from step {step0} in {workdir}")
+            _report_changes(saved, config, changes, step0, workdir)
+    except BaseException:
+        ckpt.close()
+        raise
+    if not resumed and jax.process_index() == 0:
         task.save_assets(workdir)
     start = int(state.step)
     if jax.process_index() == 0 and (saved is None or changes):
