@@ -61,11 +61,13 @@ def short_error(e: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _is_closed_loop_error(exc: BaseException | None) -> bool:
+    return isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+
+
 def _is_read_failure_echo(exc: BaseException | None) -> bool:
     """An exception from the reads of a failed restore, raised after orbax gave up on it."""
-    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
-        return True
-    return "TensorStore" in str(exc) or "OCDBT" in str(exc)
+    return _is_closed_loop_error(exc) or "TensorStore" in str(exc) or "OCDBT" in str(exc)
 
 
 class _DropReadFailureEchoes(logging.Filter):
@@ -97,12 +99,13 @@ def _silence_read_failure_echoes() -> None:
     _echoes_silenced = True
     previous_excepthook, previous_unraisablehook = sys.excepthook, sys.unraisablehook
 
-    def excepthook(kind, value, tb):
-        if not _is_read_failure_echo(value):
+    def excepthook(kind, value, tb):  # only the closed-loop callbacks, never a real crash
+        if not _is_closed_loop_error(value):
             previous_excepthook(kind, value, tb)
 
-    def unraisablehook(unraisable):
-        if not _is_read_failure_echo(unraisable.exc_value):
+    def unraisablehook(unraisable):  # abandoned read coroutines and their callbacks
+        abandoned = asyncio.iscoroutine(unraisable.object) or unraisable.object is None
+        if not (abandoned and _is_read_failure_echo(unraisable.exc_value)):
             previous_unraisablehook(unraisable)
 
     sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
