@@ -111,16 +111,19 @@ def describe_effects(saved: dict, config: Config, changes: Changes, step: int) -
     """One warning per effect of the (allowed) ``changes`` on a run resumed at ``step``."""
     warnings = []
     old_optim = build_section(OptimConfig, saved["optim"], "optim")
-    old_lr = float(make_schedule(old_optim, saved["train"]["steps"])(step))
-    new_lr = float(make_schedule(config.optim, config.train.steps)(step))
-    if old_lr != new_lr:
-        before, after = format_lr(old_lr), format_lr(new_lr)
-        if before == after:
-            before, after = f"{old_lr:.4e}", f"{new_lr:.4e}"
-        warnings.append(f"lr at step {step} changes from {before} to {after}")
-    other_optim = [
-        k for k in changes if k in ("optim.weight_decay", "optim.clip_norm")
-    ]  # lr-neutral optimizer keys
+    old_schedule = make_schedule(old_optim, saved["train"]["steps"])
+    new_schedule = make_schedule(config.optim, config.train.steps)
+    end = max(config.train.steps, step + 1)
+    for at in (step, (step + end) // 2, end - 1):  # now, or later in the run
+        old_lr, new_lr = float(old_schedule(at)), float(new_schedule(at))
+        if old_lr != new_lr:
+            before, after = format_lr(old_lr), format_lr(new_lr)
+            if before == after:
+                before, after = f"{old_lr:.4e}", f"{new_lr:.4e}"
+            warnings.append(f"lr at step {at} changes from {before} to {after}")
+            break
+    # Optimizer keys that leave the lr alone but change every later update.
+    other_optim = [k for k in changes if k in ("optim.weight_decay", "optim.clip_norm")]
     if other_optim:
         listed = ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in other_optim)
         warnings.append(f"the optimizer update changes from step {step} on ({listed})")
