@@ -17,7 +17,7 @@ from nlpjax import cli
 from nlpjax.config import load_config
 from nlpjax.training.loop import build_run, restore_trained, train_and_evaluate
 from nlpjax.training.metrics import read_metrics
-from nlpjax.training.resume import read_history
+from nlpjax.training.resume import describe_effects, diff_configs, is_allowed, read_history
 from nlpjax.training.workdir_lock import LOCK_FILE, WorkdirLock
 from tests.conftest import REPO, TINY
 
@@ -225,3 +225,20 @@ def test_dropout_makes_the_training_loss_depend_on_the_rng():
     loss = jax.jit(lambda rng: run.task.loss(run.state.params, {}, batch, rng, True)[0])
     losses = {float(loss(jax.random.PRNGKey(k))) for k in range(3)}
     assert len(losses) == 3
+
+
+def test_effects_name_a_later_lr_change_and_nested_sections_diff_by_key():
+    saved = load_config(TINY, {})  # warmup 100 > 40 steps: the lr at step 40 is unchanged
+    longer = load_config(TINY, {"train.steps": "400"})
+    old = json.loads(saved.to_json())
+    changes = diff_configs(old, json.loads(longer.to_json()))
+    assert changes == {"train.steps": (40, 400)}
+    assert describe_effects(old, longer, changes, 40) == [
+        "lr at step 220 changes from 1.0e-4 to 6.9e-4"
+    ]
+    nested = diff_configs(
+        {"data": {"tokenizer": "char"}}, {"data": {"tokenizer": {"kind": "char", "size": 0}}}
+    )
+    assert set(nested) == {"data.tokenizer", "data.tokenizer.kind", "data.tokenizer.size"}
+    assert not any(map(is_allowed, nested))
+    assert is_allowed("optim.lr") and is_allowed("parallel.mesh") and not is_allowed("optim.b2")
