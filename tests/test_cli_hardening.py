@@ -27,8 +27,8 @@ from tests.conftest import REPO, TINY
 
 # The tokenizer override; another branch turns data.tokenizer into a section
 # (data.tokenizer.kind=...): adapt this one constant when merging.
-BYTE_TOKENIZER = "--config.data.tokenizer=byte"
-SPM_TOKENIZER = "--config.data.tokenizer=sentencepiece"
+BYTE_TOKENIZER = "--config.data.tokenizer.kind=byte"
+SPM_TOKENIZER = "--config.data.tokenizer.kind=sentencepiece"
 QUIET = "--config.train.progress=false"
 
 

@@ -1,5 +1,6 @@
 """Two processes on localhost (4 CPU devices each) train, get killed, resume, and match
-the single-process 8-device run; each host reads a disjoint half of every batch."""
+the single-process 8-device run; each host reads a disjoint half of every batch; process 1
+writes nothing in the workdir but its checkpoint shards."""
 
 import os
 import signal
@@ -10,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from nlpjax.data import pipeline
 from nlpjax.training.loop import train_and_evaluate
@@ -32,12 +32,15 @@ def _free_port() -> int:
 
 
 def _launch(workdir: Path) -> list[subprocess.Popen]:
+    """Starts processes 0 and 1; process 1 records its writes in ``<workdir>-p1-writes``."""
     port = _free_port()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    audit = workdir.parent / f"{workdir.name}-p1-writes"
     procs = []
     for pid in range(2):
+        entry = ["nlpjax.cli"] if pid == 0 else ["tests.multihost_audit", str(audit), str(workdir)]
         cmd = [
-            sys.executable, "-m", "nlpjax.cli", "train", f"--config={TINY}",
+            sys.executable, "-m", *entry, "train", f"--config={TINY}",
             f"--workdir={workdir}", f"--coordinator_address=localhost:{port}",
             "--num_processes=2", f"--process_id={pid}",
             *[f"--config.{k}={v}" for k, v in FLAGS.items()],
@@ -64,7 +67,6 @@ def test_host_shards_are_disjoint_and_cover_the_batch():
         assert sorted(rows) == sorted(tuple(r) for r in whole[b]["tokens"])
 
 
-@pytest.mark.slow
 def test_two_processes_kill_resume_match_single_process(tiny_config, tmp_path):
     reference = tmp_path / "single"
     overrides = {k.replace(".", "__"): v for k, v in FLAGS.items()}
@@ -88,6 +90,15 @@ def test_two_processes_kill_resume_match_single_process(tiny_config, tmp_path):
     for p in procs:
         assert p.wait(timeout=300) == 0, (tmp_path / "multi-p0.log").read_text()
     assert "Resumed from step" in (tmp_path / "multi-p0.log").read_text()
+    rows = [r["step"] for r in read_metrics(workdir) if "train/loss" in r]
+    assert rows == list(range(1, 31))  # one row per step: process 1 wrote none
+    audit = tmp_path / "multi-p1-writes"
+    lines = audit.read_text().splitlines()
+    assert sum(line.startswith("# writes of pid") for line in lines) == 2  # both launches
+    written = {line for line in lines if not line.startswith("#")}
+    assert not {w for w in written if not w.startswith("checkpoints/")}, written
+    assert {"metrics.jsonl", "config.json", "config_history.jsonl", "train.lock"} <= {
+        p.name for p in workdir.iterdir()
+    }
     got, want = _losses(workdir), _losses(reference)
-    assert sorted(got) == list(range(1, 31))
     np.testing.assert_allclose([got[s] for s in got], [want[s] for s in got], rtol=1e-5)

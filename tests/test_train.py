@@ -18,6 +18,7 @@ from nlpjax.training.loop import (
 )
 from nlpjax.training.metrics import read_metrics
 from nlpjax.training.step import make_multi_step, make_train_step
+from nlpjax.training.workdir_lock import LOCK_FILE as LOCK
 
 # From a real run (jax 0.10.2, XLA:CPU, 2024-era x86-64): the tiny variant of
 # experiments/shakespeare_char.py, seed 0, its first training batch at initialization,
@@ -91,13 +92,17 @@ def test_train_learns_then_resume_is_a_noop(trained, tmp_path):
 
 def test_a_different_model_is_refused_and_nothing_is_lost(trained, tiny_config, tmp_path):
     tmp_path = _copy(trained, tmp_path)
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+
+    def saved():  # the lock file is taken (written) first; it is not saved work
+        files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != LOCK]
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+    before = saved()
     with pytest.raises(
         CheckpointMismatchError, match="model.d_model: checkpoint has 32, config has 64"
     ):
         train_and_evaluate(tiny_config(model__d_model=64), tmp_path)
-    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    assert before == after
+    assert saved() == before
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
@@ -127,3 +132,25 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(trained, tmp_pat
             f.write_bytes(b"garbage")
     run, step = restore_trained(workdir)
     assert step == 20 and int(run.state.step) == 20
+
+
+def test_nan_before_the_first_checkpoint_says_none_was_saved(tmp_path, monkeypatch, capsys):
+    from nlpjax import cli
+    from tests.conftest import TINY
+
+    original = LMTask.loss
+
+    def poisoned(self, params, carry, batch, rng, train):
+        loss, aux = original(self, params, carry, batch, rng, train)
+        return loss * jnp.nan, aux
+
+    monkeypatch.setattr(LMTask, "loss", poisoned)
+    code = cli.main(
+        ["train", f"--config={TINY}", f"--workdir={tmp_path}", "--config.train.progress=false"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and err[0].startswith("error: training loss is nan at step 1;"), err
+    assert "No checkpoint was saved yet (the first comes at step 20)" in err[0]
+    assert "None" not in err[0] and "start again" in err[0]
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())

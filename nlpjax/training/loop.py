@@ -5,7 +5,8 @@ latest checkpoint in ``workdir`` (state, RNG and data position), runs
 ``train.steps_per_dispatch`` steps per jitted call, reads metrics one dispatch late so
 the host never stalls the device, evaluates and checkpoints on schedule, saves and
 exits cleanly on SIGTERM/SIGINT, and stops with an error on a non-finite loss without
-overwriting the last good checkpoint.
+overwriting the last good checkpoint. Process 0 holds the workdir's lock for the whole run
+(``workdir_lock``); a resume checks the config against the saved one (``resume``).
 """
 
 import json
@@ -25,14 +26,15 @@ from nlpjax.config import Config, ParallelConfig, from_json
 from nlpjax.tasks import TASKS
 from nlpjax.tasks.base import stack_batches
 from nlpjax.training import metrics as metrics_lib
-from nlpjax.training import parallel
+from nlpjax.training import parallel, resume
 from nlpjax.training.checkpoint import Checkpointer, check_signature
 from nlpjax.training.optim import make_optimizer, make_schedule
 from nlpjax.training.state import TrainState
 from nlpjax.training.step import make_eval_fn, make_train_step, scan_steps
+from nlpjax.training.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = "config.json"
+CONFIG_FILE = resume.CONFIG_FILE
 
 
 class TrainingDiverged(RuntimeError):
@@ -156,9 +158,13 @@ def _check_workdir(workdir: epath.Path, run: Run, ckpt: Checkpointer) -> None:
     if config_path.is_file():
         saved = json.loads(config_path.read_text())
         check_signature({"task": saved["task"], "model": saved["model"]}, signature, str(workdir))
-    latest = ckpt.latest_step()
-    if latest is not None:
-        check_signature(ckpt.read_signature(latest), signature, f"checkpoint {latest} in {workdir}")
+    for step in ckpt.all_steps()[::-1]:  # the newest step whose signature is readable
+        try:
+            saved_signature = ckpt.read_signature(step)
+        except Exception:  # a damaged step: restore() reports it and moves it aside
+            continue
+        check_signature(saved_signature, signature, f"checkpoint {step} in {workdir}")
+        break
 
 
 class _TrainLog:
@@ -180,10 +186,16 @@ class _TrainLog:
         for i, loss in enumerate(host["loss"]):
             step = first_step + i + 1
             if not math.isfinite(float(loss)):
+                kept = (
+                    f"The last good checkpoint (step {last_good}) is kept"
+                    if last_good is not None
+                    else "No checkpoint was saved yet (the first comes at step "
+                    f"{self.cfg.checkpoint.every})"
+                )
                 raise TrainingDiverged(
-                    f"training loss is {float(loss)} at step {step}; stopped. The last good "
-                    f"checkpoint (step {last_good}) is kept. Lower optim.lr, raise "
-                    "optim.warmup_steps or set optim.clip_norm, then resume."
+                    f"training loss is {float(loss)} at step {step}; stopped. {kept}. Lower "
+                    "optim.lr, raise optim.warmup_steps or set optim.clip_norm, then "
+                    + ("resume." if last_good is not None else "start again.")
                 )
             for k, v in host.items():
                 self.sums[k] = self.sums.get(k, 0.0) + float(v[i])
@@ -274,27 +286,46 @@ class _Loop:
 
 
 def train_and_evaluate(config: Config, workdir: str | epath.PathLike) -> dict:
-    """Trains (or resumes) ``config`` in ``workdir``; returns a summary dict."""
+    """Trains (or resumes) ``config`` in ``workdir``; returns a summary dict.
+
+    Raises ``WorkdirBusyError`` while another run holds ``workdir``, and
+    ``CheckpointMismatchError`` (``ConfigChangeError``) before writing anything when the
+    config cannot resume the workdir's checkpoint.
+    """
     workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir, enabled=jax.process_index() == 0):
+        return _train_locked(config, workdir)
+
+
+def _train_locked(config: Config, workdir: epath.Path) -> dict:
     placement = parallel.build_placement(config.parallel)
     run = build_run(config, workdir, placement)
     config, task = run.config, run.task
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
     ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
-    _check_workdir(workdir, run, ckpt)
-
-    data_it = task.train_iterator()
-    state = run.state
-    if ckpt.latest_step() is not None:
-        step0, state, data_state = ckpt.restore(run.abstract_state)
-        data_it.set_state(data_state)
-        print(f"Resumed from step {step0} in {workdir}")
-    elif jax.process_index() == 0:
+    try:
+        _check_workdir(workdir, run, ckpt)
+        resumed = ckpt.latest_step() is not None
+        saved = resume.read_saved(workdir) if resumed else None
+        changes = {}
+        if saved is not None:
+            changes = resume.check_changes(saved, config, run.abstract_state.params, workdir)
+        data_it = task.train_iterator()
+        state = run.state
+        if resumed:
+            step0, state, data_state = ckpt.restore(run.abstract_state, move_damaged=True)
+            data_it.set_state(data_state)
+            print(f"Resumed from step {step0} in {workdir}")
+            _report_changes(saved, config, changes, step0, workdir)
+    except BaseException:
+        ckpt.close()
+        raise
+    if not resumed and jax.process_index() == 0:
         task.save_assets(workdir)
-    if jax.process_index() == 0:
-        (workdir / CONFIG_FILE).write_text(config.to_json())
     start = int(state.step)
+    if jax.process_index() == 0 and (saved is None or changes):
+        resume.record(workdir, config, start, saved)
     print(f"Model: {config.task}, {run.num_params:,} parameters; {_describe(placement)}")
     summary = {"start_step": start, "num_params": run.num_params}
     if start >= config.train.steps:
@@ -312,6 +343,17 @@ def train_and_evaluate(config: Config, workdir: str | epath.PathLike) -> dict:
         writer.close()
         ckpt.close()
     return summary | results | {"final_step": final_step}
+
+
+def _report_changes(saved, config: Config, changes: dict, step: int, workdir) -> None:
+    """Prints the config difference from the saved config and the warnings it implies."""
+    if not changes:
+        return
+    print(f"Config changes from {workdir / CONFIG_FILE}, in effect from step {step}:")
+    for key, (old, new) in changes.items():
+        print(f"  {key}: {old!r} -> {new!r}")
+    for warning in resume.describe_effects(saved, config, changes, step):
+        print(f"warning: {warning}")
 
 
 def _describe(placement: parallel.Placement) -> str:
