@@ -130,6 +130,19 @@ def test_an_allowed_change_warns_with_its_effect_and_keeps_the_history(workdir, 
     assert [h["step"] for h in read_history(workdir)] == [0, 40, 60]
 
 
+def test_a_config_saved_in_an_older_layout_is_no_change(workdir, capsys):
+    """A config.json from before the tokenizer section (``"tokenizer": "char"``) and
+    without keys added since still resumes: it is compared in today's resolved form."""
+    path = workdir / "config.json"
+    saved = json.loads(path.read_text())
+    saved["data"]["tokenizer"] = "char"
+    saved["model"].pop("dtype", None)
+    path.write_text(json.dumps(saved))
+    code, out, err = _cli(capsys, workdir, BASE | {"train.steps": "45"})
+    assert code == 0, out + err
+    assert "data.tokenizer" not in out + err and "train.steps: 40 -> 45" in out
+
+
 # --- Items 6b and 17: one run per workdir; exact resume with dropout after SIGKILL ----
 
 

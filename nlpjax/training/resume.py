@@ -14,7 +14,7 @@ from typing import Any
 import jax
 from etils import epath
 
-from nlpjax.config import Config, OptimConfig, build_section
+from nlpjax.config import Config, ConfigError, OptimConfig, build_section, from_json
 from nlpjax.training.checkpoint import CheckpointMismatchError
 from nlpjax.training.optim import make_optimizer, make_schedule
 
@@ -136,8 +136,16 @@ def describe_effects(saved: dict, config: Config, changes: Changes, step: int) -
 
 
 def read_saved(workdir: epath.Path) -> dict | None:
+    """The saved config, resolved like a new one (older layouts, e.g. a tokenizer given as
+    a kind string or keys added since, read as today's form, so they are no change)."""
     path = workdir / CONFIG_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    try:
+        return from_json(text).to_dict()
+    except ConfigError:  # unreadable as a config today: compare the raw keys
+        return json.loads(text)
 
 
 def record(workdir: epath.Path, config: Config, step: int, saved: dict | None) -> None:
