@@ -27,6 +27,10 @@ def base() -> ml_collections.ConfigDict:
         tie_embeddings=True,
         use_bias=True,
         rope_base=10000.0,
+        dtype="auto",  # bfloat16 on GPU/TPU, float32 on CPU
+        param_dtype="float32",
+        attention="auto",  # cuDNN flash attention on GPU where supported
+        remat="none",
     )
     c.data = dict(
         dataset="tiny_shakespeare",
