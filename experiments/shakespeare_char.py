@@ -53,7 +53,14 @@ def base() -> ml_collections.ConfigDict:
         weight_decay=0.1,
         clip_norm=1.0,
     )
-    c.train = dict(steps=2000, log_every=50, steps_per_dispatch=10, progress=True, peak_tflops=0.0)
+    c.train = dict(
+        steps=2000,
+        log_every=50,
+        steps_per_dispatch=10,
+        progress=True,
+        peak_tflops=0.0,
+        microbatches=1,  # gradient accumulation: split each batch into k parts
+    )
     c.eval = dict(every=250, num_batches=50, seed=1234)
     c.checkpoint = dict(every=500, max_to_keep=3, async_save=True)
     c.parallel = dict(mode="jit", devices=0, mesh="data:-1", rules="")

@@ -29,7 +29,12 @@ from nlpjax.training import parallel
 from nlpjax.training.checkpoint import Checkpointer, check_signature
 from nlpjax.training.optim import make_optimizer, make_schedule
 from nlpjax.training.state import TrainState
-from nlpjax.training.step import make_eval_fn, make_train_step, scan_steps
+from nlpjax.training.step import (
+    check_microbatches,
+    make_eval_fn,
+    make_train_step,
+    scan_steps,
+)
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
@@ -206,7 +211,9 @@ class _Loop:
         cfg, task, placement = run.config, run.task, run.placement
         self.cfg, self.task, self.placement = cfg, task, placement
         axis = "batch" if placement.mode == "pmap" else None
-        train_step = make_train_step(task, run.tx, run.schedule, axis_name=axis)
+        train_step = make_train_step(
+            task, run.tx, run.schedule, axis_name=axis, microbatches=cfg.train.microbatches
+        )
         self.multi_step = parallel.compile_steps(placement, scan_steps(train_step), "batch")
         self.eval_fn = make_eval_fn(task)
         self.eval_batches = parallel.put_eval_batches(placement, task.eval_batches())
@@ -281,6 +288,7 @@ def train_and_evaluate(config: Config, workdir: str | epath.PathLike) -> dict:
     run = build_run(config, workdir, placement)
     config, task = run.config, run.task
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
+    check_microbatches(task.global_batch_size(), placement.data_parallel, config.train.microbatches)
     ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
     _check_workdir(workdir, run, ckpt)
 
