@@ -104,3 +104,29 @@ def test_bfloat16_run_keeps_float32_checkpoints_and_resumes_exactly(tmp_path):
     straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
     losses = [[r["train/loss"] for r in rows if "train/loss" in r] for rows in (straight, resumed)]
     assert len(losses[0]) == 2 and losses[0] == losses[1]
+
+
+def _mesh_losses(tiny_config, mesh, devices, microbatches):
+    from nlpjax.training import parallel
+    from nlpjax.training.step import scan_steps
+
+    config = tiny_config(data__batch_size=8, parallel__mesh=mesh, parallel__devices=devices)
+    placement = parallel.build_placement(config.parallel)
+    run = build_run(config, None, placement)
+    it = run.task.train_iterator()
+    host = stack_batches([next(it) for _ in range(3)])
+    step = make_train_step(run.task, run.tx, run.schedule, microbatches=microbatches)
+    compiled = parallel.compile_steps(placement, scan_steps(step))
+    state = parallel.from_host_state(placement, run.state)
+    with placement.context():
+        _, metrics = compiled(state, parallel.put_batches(placement, host))
+    return np.asarray(parallel.metrics_of(placement, metrics)["loss"])
+
+
+def test_fsdp_tensor_mesh_has_no_full_rematerialization_and_microbatches_match(tiny_config, capfd):
+    single = _mesh_losses(tiny_config, "data:1", 1, 1)
+    capfd.readouterr()
+    sharded = _mesh_losses(tiny_config, "data:2,fsdp:2,tensor:2", 8, 2)
+    err = capfd.readouterr().err
+    assert "Involuntary full rematerialization" not in err
+    np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5)

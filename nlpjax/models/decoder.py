@@ -212,7 +212,13 @@ class Decoder(nn.Module):
             ("vocab", "embed"),
             param_dtype,
         )
-        x_BLD = jnp.take(embedding, tokens_BL, axis=0).astype(RESIDUAL_DTYPE)
+        # Gather from a table whose width is whole on every device: with ``embed`` sharded
+        # over fsdp, XLA cannot turn the width-sharded gather output into the batch-sharded
+        # activations and falls back to replicating everything ("involuntary full
+        # rematerialization"). This is the all-gather FSDP does before any use of a
+        # weight; the vocabulary stays split over ``tensor`` (a no-op without a mesh).
+        table = nn.with_logical_constraint(embedding, ("vocab", None))
+        x_BLD = jnp.take(table, tokens_BL, axis=0).astype(RESIDUAL_DTYPE)
         if cfg.positions == "learned":
             table = param_with_axes(
                 self,
@@ -222,6 +228,7 @@ class Decoder(nn.Module):
                 (None, "embed"),
                 param_dtype,
             )
+            table = nn.with_logical_constraint(table, (None, None))  # as for the tokens
             x_BLD = x_BLD + jnp.take(table, positions_BL, axis=0).astype(RESIDUAL_DTYPE)
         elif cfg.positions == "sinusoidal":
             x_BLD = x_BLD + pos_lib.sinusoidal(positions_BL, cfg.d_model)
