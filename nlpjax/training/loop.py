@@ -27,6 +27,7 @@ from nlpjax.tasks.base import stack_batches
 from nlpjax.training import metrics as metrics_lib
 from nlpjax.training import parallel
 from nlpjax.training.checkpoint import Checkpointer, check_signature
+from nlpjax.training.loss_scale import dynamic_loss_scale, wants_loss_scaling
 from nlpjax.training.optim import make_optimizer, make_schedule
 from nlpjax.training.state import TrainState
 from nlpjax.training.step import (
@@ -96,6 +97,8 @@ def build_run(config: Config, workdir: str | epath.PathLike | None, placement=No
     config = task.config
     schedule = make_schedule(config.optim, config.train.steps)
     tx = make_optimizer(config.optim, config.train.steps)
+    if wants_loss_scaling(config.model):  # float16 compute
+        tx = dynamic_loss_scale(tx)
     if placement is None:
         placement = parallel.build_placement(ParallelConfig(devices=1, mesh="data:1"))
 

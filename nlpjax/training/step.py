@@ -18,6 +18,7 @@ import optax
 
 from nlpjax.config import ConfigError
 from nlpjax.tasks.base import Task
+from nlpjax.training.loss_scale import LossScaleState
 from nlpjax.training.state import TrainState
 
 
@@ -104,14 +105,19 @@ def make_train_step(
 
     With ``axis_name`` (pmap), gradients and metrics are averaged over that axis and
     each device draws its own randomness. With ``microbatches=k > 1`` the batch is split
-    into k sequential parts (gradient accumulation, ``accumulate_gradients``).
+    into k sequential parts (gradient accumulation, ``accumulate_gradients``). When the
+    optimizer state is a ``LossScaleState`` (float16), the loss is multiplied by its
+    scale before differentiating; the optimizer unscales (``loss_scale.py``).
     """
 
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
         if axis_name is not None:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-        grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+        scaled = isinstance(state.opt_state, LossScaleState)
+        scale = state.opt_state.scale if scaled else None
+        loss_fn = _scaled_loss(task.loss, scale) if scaled else task.loss
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         if microbatches == 1:
             (loss, (metrics, carry)), grads = grad_fn(state.params, state.carry, batch, rng, True)
         else:
@@ -120,12 +126,16 @@ def make_train_step(
             )
         if axis_name is not None:
             grads, loss, metrics = jax.lax.pmean((grads, loss, metrics), axis_name)
+        grad_norm = optax.tree.norm(grads)
+        if scaled:  # report the loss and gradient norm of the unscaled loss
+            loss, grad_norm = loss / scale, grad_norm / scale
+            metrics = {**metrics, "loss_scale": scale}
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
             **metrics,
             "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
+            "grad_norm": grad_norm,
             "lr": schedule(state.step),
         }
         new_state = state.replace(
@@ -134,6 +144,16 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+def _scaled_loss(loss_fn: Callable, scale: jax.Array) -> Callable:
+    """``loss_fn`` with its loss multiplied by ``scale`` (aux unchanged)."""
+
+    def scaled(*args):
+        loss, aux = loss_fn(*args)
+        return loss * scale, aux
+
+    return scaled
 
 
 def scan_steps(train_step: Callable) -> Callable:
