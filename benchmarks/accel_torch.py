@@ -7,8 +7,10 @@ Trains ``torch_decoder.TorchDecoder`` at a shape of ``experiments/gpt2_small_cha
 nanoGPT runs on a GPU: ``torch.compile`` of the model, bfloat16 autocast, SDPA attention
 (flash attention on CUDA), fused AdamW, TF32 for any float32 matmul. On a CPU the same
 runs eagerly with autocast off unless asked (``--compile``, ``--amp=bfloat16``), so the
-harness can be dry-run here. Tokens are random ids over the 65-character vocabulary,
-kept on the device (no input pipeline cost: the twin's number is its best case). The
+harness can be dry-run here. If ``torch.compile`` fails (no compiler on the machine), the
+twin is timed in eager mode and the JSON says so (``compile: false``, ``compile_error``).
+Tokens are random ids over the 65-character vocabulary, kept on the device (no input
+pipeline cost: the twin's number is its best case). The
 first ``--warmup`` steps (compilation) are not timed; the timed steps end with a device
 synchronisation.
 """
@@ -94,8 +96,18 @@ def run(size: str, steps: int, warmup: int, compile_model: bool, amp: str, seed:
         return torch_decoder.train_step(step_model, opt, sched, pool[i % 8], 1.0, amp_dtype)
 
     start = time.perf_counter()
-    for i in range(warmup):
-        loss = step(i)
+    compile_error = None
+    try:
+        for i in range(warmup):
+            loss = step(i)
+    except Exception as e:  # noqa: BLE001 (a broken torch.compile must not lose the row)
+        if not compile_model:
+            raise
+        compile_error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        print(f"torch.compile failed, timing eager mode instead: {compile_error}", file=sys.stderr)
+        compile_model, step_model = False, model
+        for i in range(warmup):
+            loss = step(i)
     _sync(device)
     warmup_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -119,6 +131,7 @@ def run(size: str, steps: int, warmup: int, compile_model: bool, amp: str, seed:
         "seconds": round(seconds, 4),
         "tokens_per_sec": steps * batch * context / seconds,
         "final_loss": final_loss,
+        "compile_error": compile_error,
     }
 
 

@@ -123,3 +123,19 @@ def test_the_whole_harness_runs_at_the_tiny_shape_on_cpu(tmp_path):
     for stage in ("nlpjax", "nlpjax_xla", "nlpjax_f32"):
         assert rows[stage]["train_loss"] < 4.1  # learning from ln(65) ~ 4.17
     assert "| nlpjax train, defaults" in proc.stdout
+
+
+def test_a_failing_torch_compile_falls_back_to_eager_and_says_so(monkeypatch):
+    accel_torch = pytest.importorskip("accel_torch")
+    torch = pytest.importorskip("torch")
+
+    def broken(model):
+        def call(*args):
+            raise RuntimeError("no C compiler found")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    result = accel_torch.run("tiny", steps=2, warmup=1, compile_model=True, amp="none", seed=0)
+    assert result["compile"] is False and "no C compiler found" in result["compile_error"]
+    assert result["tokens_per_sec"] > 0 and result["steps"] == 2
