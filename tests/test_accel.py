@@ -79,13 +79,15 @@ def test_bad_precision_or_attention_names_are_config_errors(field, value):
 # -- attention implementations ------------------------------------------------------------
 
 
-def test_choice_of_implementation_and_explicit_fallbacks(caplog):
+def test_choice_of_implementation_and_explicit_fallbacks(caplog, monkeypatch):
+    monkeypatch.setattr(attention, "_reported", set())  # each fallback is logged once
     bf16, f32 = jnp.bfloat16, jnp.float32
     choose = attention.choose_implementation
     assert choose("auto", dtype=f32, head_dim=64, backend="cpu") == "reference"
     assert choose("auto", dtype=bf16, head_dim=64, backend="gpu") == "cudnn"
     assert choose("auto", dtype=f32, head_dim=64, backend="gpu") == "reference"
     assert choose("auto", dtype=bf16, head_dim=64, backend="gpu", decode=True) == "reference"
+    assert choose("auto", dtype=bf16, head_dim=64, backend="gpu", dropout=True) == "reference"
     assert choose("xla", dtype=f32, head_dim=64, backend="cpu") == "xla"
     assert choose("cudnn", dtype=bf16, head_dim=64, backend="gpu") == "cudnn"
     with caplog.at_level("WARNING"):

@@ -122,6 +122,8 @@ def choose_implementation(
     if requested == "reference":
         return "reference"
     if dropout:  # the fused functions have no dropout on the attention weights
+        if requested == "auto":
+            return "reference"
         return _fallback(requested, "reference", "attention dropout needs the weights")
     if requested == "xla":
         return "xla"
