@@ -3,9 +3,10 @@
     python benchmarks/accel_report.py --out=DIR [--size=gpt2-small] [--peak_tflops=989]
 
 ``DIR`` is the harness output (``benchmarks/accelerator.sh``): ``runs/<stage>/metrics.jsonl``
-of each ``nlpjax train`` stage, ``torch.json`` of the PyTorch twin and ``logs/<stage>.rc``
-(exit codes). A stage that failed or timed out gets a row saying so; the others keep
-their numbers. Writes ``table.md`` and ``summary.json`` into ``DIR`` and prints the table.
+of each ``nlpjax train`` stage, ``torch.json`` of the PyTorch twin, ``check.json`` of the
+attention check and ``logs/<stage>.rc`` (exit codes). A stage that failed or timed out
+gets a row saying so; the others keep their numbers. Writes ``table.md`` and
+``summary.json`` into ``DIR`` and prints the table.
 
 nlpjax tokens/s: the mean of the logged windows after the first one (the first window
 after compilation is left out as warm-up). The last train and eval losses of each nlpjax
@@ -121,6 +122,33 @@ def collect(out: Path, size: str, peak_tflops: float) -> dict:
     return {"size": size, "peak_tflops": peak_tflops, "flops_per_token": fpt, "rows": rows}
 
 
+def attention_check(out: Path) -> dict | None:
+    """``check.json`` of benchmarks/accel_check.py, if that stage ran."""
+    path = out / "check.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def check_lines(check: dict | None) -> str:
+    if check is None:
+        return "\nAttention check: did not run (see logs/check.log).\n"
+    lines = [
+        "",
+        f"Attention check on {check['backend']} (bf16 against the float32 reference, small shape):",
+        "",
+        "| asked | ran | max abs logit diff | max rel grad diff | loss diff |",
+        "|---|---|---|---|---|",
+    ]
+    for asked, row in check["rows"].items():
+        if "error" in row:
+            lines.append(f"| {asked} | {row['ran']} | error: {row['error']} | | |")
+            continue
+        lines.append(
+            f"| {asked} | {row['ran']} | {row['max_abs_logit_diff']:.2e} "
+            f"| {row['max_rel_grad_diff']:.2e} | {row['loss_diff']:.2e} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def table(summary: dict) -> str:
     fpt = summary["flops_per_token"]
     head = f"MFU at {summary['peak_tflops']:g} TFLOP/s (dense bf16 peak) and " + (
@@ -153,7 +181,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     summary = collect(out, args.size, args.peak_tflops)
-    text = table(summary)
+    summary["attention_check"] = attention_check(out)
+    text = table(summary) + check_lines(summary["attention_check"])
     (out / "table.md").write_text(text)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(text)

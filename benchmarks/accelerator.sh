@@ -9,6 +9,8 @@
 #   torch       benchmarks/accel_torch.py: bf16 autocast, torch.compile, SDPA, fused AdamW
 #   nlpjax_xla  the same as nlpjax with model.attention=xla
 #   nlpjax_f32  the same as nlpjax with model.dtype=float32
+#   check       benchmarks/accel_check.py: bf16 reference/xla/cudnn attention against the
+#               float32 reference at a small shape (cuDNN is only checkable on a GPU)
 # then prints the table of benchmarks/accel_report.py (tokens/s, ratio to torch, MFU at
 # the card's bf16 peak). A failed or timed-out stage costs only its own row.
 #
@@ -97,6 +99,8 @@ rm -f "$OUT/torch.json"
 stage torch "$CAP_TORCH" "$PY" benchmarks/accel_torch.py --size="$SIZE" --json="$OUT/torch.json"
 nlpjax_train nlpjax_xla --config.model.attention=xla
 nlpjax_train nlpjax_f32 --config.model.dtype=float32
+rm -f "$OUT/check.json"
+stage check 60 "$PY" benchmarks/accel_check.py --json="$OUT/check.json"
 
 "$PY" benchmarks/accel_report.py --out="$OUT" --size="$SIZE" --peak_tflops="$PEAK" \
   2> "$OUT/logs/report.log" || { echo "report failed:"; cat "$OUT/logs/report.log"; exit 1; }

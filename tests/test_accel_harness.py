@@ -123,6 +123,9 @@ def test_the_whole_harness_runs_at_the_tiny_shape_on_cpu(tmp_path):
     for stage in ("nlpjax", "nlpjax_xla", "nlpjax_f32"):
         assert rows[stage]["train_loss"] < 4.1  # learning from ln(65) ~ 4.17
     assert "| nlpjax train, defaults" in proc.stdout
+    check = json.loads((tmp_path / "summary.json").read_text())["attention_check"]["rows"]
+    assert check["xla"]["ran"] == "xla" and check["cudnn"]["ran"] == "xla"  # no GPU here
+    assert check["xla"]["max_abs_logit_diff"] < 5e-2 and check["xla"]["max_rel_grad_diff"] < 5e-2
 
 
 def test_a_failing_torch_compile_falls_back_to_eager_and_says_so(monkeypatch):
