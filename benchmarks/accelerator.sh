@@ -80,6 +80,8 @@ stage() {
   local t0=$(date +%s)
   timeout --kill-after=10 "$limit" "$@" > "$OUT/logs/$name.log" 2>&1
   local rc=$?
+  # nlpjax train saves and exits 0 on SIGTERM: a run that used its whole limit timed out
+  if [ "$rc" -eq 0 ] && [ $(($(date +%s) - t0)) -ge "$limit" ]; then rc=124; fi
   echo "$rc" > "$OUT/logs/$name.rc"
   echo "== $name: rc=$rc in $(($(date +%s) - t0)) s (limit $limit s), log $OUT/logs/$name.log"
 }
