@@ -6,7 +6,10 @@ biases, no dropout), the same GPT-2 style init (normal 0.02; 0.02 / sqrt(2 * lay
 for the residual output projections), the same loss (mean next-token cross-entropy)
 and the same optimizer: global-norm clipping at 1.0, then AdamW with linear warmup and
 cosine decay, weight decay only on 2-D weights (the Linear weights and the two embedding
-tables: the same leaves as nlpjax's `decay_mask`, which decides by name). Plain PyTorch, eager.
+tables: the same leaves as nlpjax's `decay_mask`, which decides by name). Plain idiomatic
+PyTorch, eager mode by default; the accelerator harness (``benchmarks/accel_torch.py``) runs
+it the way nanoGPT does on a GPU: ``torch.compile``, bfloat16 autocast (``amp_dtype``), SDPA
+attention (``fused_attention=True``, flash attention on CUDA) and fused AdamW.
 
 Hyperparameters come from an nlpjax ``Config`` (its ``model``, ``optim`` and ``data``
 sections), so both frameworks always train the same thing. ``load_jax_params`` copies an
@@ -158,9 +161,24 @@ def make_optimizer(model: nn.Module, optim_cfg, total_steps: int, fused: bool | 
     return opt, sched
 
 
-def train_step(model, opt, sched, tokens: torch.Tensor, clip_norm: float = 1.0) -> torch.Tensor:
-    """One step: loss, backward, global-norm clip, AdamW update, schedule tick."""
-    loss = lm_loss(model, tokens)
+def train_step(
+    model,
+    opt,
+    sched,
+    tokens: torch.Tensor,
+    clip_norm: float = 1.0,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One step: loss, backward, global-norm clip, AdamW update, schedule tick.
+
+    With ``amp_dtype`` (e.g. ``torch.bfloat16``) the forward pass runs under autocast:
+    matmuls in that dtype, softmax, norms and the loss in float32, float32 weights.
+    """
+    if amp_dtype is None:
+        loss = lm_loss(model, tokens)
+    else:
+        with torch.autocast(tokens.device.type, dtype=amp_dtype):
+            loss = lm_loss(model, tokens)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if clip_norm > 0:

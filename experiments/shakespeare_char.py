@@ -27,6 +27,10 @@ def base() -> ml_collections.ConfigDict:
         tie_embeddings=True,
         use_bias=True,
         rope_base=10000.0,
+        dtype="auto",  # bfloat16 on GPU/TPU, float32 on CPU
+        param_dtype="float32",
+        attention="auto",  # cuDNN flash attention on GPU where supported
+        remat="none",
     )
     c.data = dict(
         dataset="tiny_shakespeare",
@@ -60,7 +64,14 @@ def base() -> ml_collections.ConfigDict:
         weight_decay=0.1,
         clip_norm=1.0,
     )
-    c.train = dict(steps=2000, log_every=50, steps_per_dispatch=10, progress=True, peak_tflops=0.0)
+    c.train = dict(
+        steps=2000,
+        log_every=50,
+        steps_per_dispatch=10,
+        progress=True,
+        peak_tflops=0.0,
+        microbatches=1,  # gradient accumulation: split each batch into k parts
+    )
     c.eval = dict(every=250, num_batches=50, seed=1234)
     c.checkpoint = dict(every=500, max_to_keep=3, async_save=True)
     c.parallel = dict(mode="jit", devices=0, mesh="data:-1", rules="")

@@ -68,9 +68,11 @@ class TrainConfig:
     steps_per_dispatch: int = 10  # train steps fused into one jitted lax.scan call
     progress: bool = True
     peak_tflops: float = 0.0  # per-device peak for MFU; 0 = from the table of known chips
+    microbatches: int = 1  # gradient accumulation: the batch runs as k sequential parts
 
     def __post_init__(self):
         _check(self.steps > 0, f"train.steps must be > 0, got {self.steps}")
+        _check(self.microbatches > 0, f"train.microbatches must be > 0, got {self.microbatches}")
         _check(self.log_every > 0, "train.log_every must be > 0")
         _check(self.steps_per_dispatch > 0, "train.steps_per_dispatch must be > 0")
 

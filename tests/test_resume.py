@@ -255,3 +255,14 @@ def test_effects_name_a_later_lr_change_and_nested_sections_diff_by_key():
     assert set(nested) == {"data.tokenizer", "data.tokenizer.kind", "data.tokenizer.size"}
     assert not any(map(is_allowed, nested))
     assert is_allowed("optim.lr") and is_allowed("parallel.mesh") and not is_allowed("optim.b2")
+
+
+def test_runtime_model_keys_may_change_on_resume(workdir, capsys):
+    """model.dtype / attention / remat say how the model computes, not what it is: a
+    checkpoint resumes under other values (with a warning); the signature ignores them."""
+    overrides = {"train.steps": "45", "model.remat": "full", "model.attention": "xla"}
+    code, out, err = _cli(capsys, workdir, BASE | overrides)
+    assert code == 0, out + err
+    assert "model.remat: 'none' -> 'full'" in out and "computes differently" in out, out
+    code, _, err = _cli(capsys, workdir, BASE | {"train.steps": "45", "model.d_ff": "128"})
+    assert code == 2 and "model.d_ff" in err

@@ -1,13 +1,28 @@
-"""Multi-head dot-product attention and pure mask builders.
+"""Multi-head dot-product attention, its implementations, and pure mask builders.
 
 Masks are boolean arrays broadcastable to (B, H, Lq, Lk): True means "may attend".
-Attention is written as batched 2-D matmuls over (B, H, L, K) with explicit transposes,
-the formulation that XLA:CPU runs fastest (see benchmarks/README.md). With
+Three implementations compute the same function (``model.attention``):
+
+* ``reference``: batched 2-D matmuls over (B, H, L, K) with explicit transposes, the
+  formulation XLA:CPU runs fastest (see benchmarks/README.md). It materialises the
+  attention weights and is the only one that ``sow``s them (probes need it).
+* ``xla``: ``jax.nn.dot_product_attention(implementation="xla")`` on (B, L, H, K).
+* ``cudnn``: the same function with ``implementation="cudnn"`` (cuDNN flash attention:
+  no (L, L) tensor in memory, causal blocks skipped). It needs a GPU, bfloat16/float16,
+  a head dim that is a multiple of 8 and <= 128, no extra mask (segments, padding) and no
+  attention dropout; the public jax API would turn any extra mask into a dense bias.
+  Where one of these fails, ``choose_implementation`` falls back to ``xla`` (or to
+  ``reference`` for dropout), and says so once in the log.
+
+``auto`` picks ``cudnn`` on a GPU where it is supported, else ``reference``. With
 ``decode=True`` keys and values are written into a dense KV cache (the ``cache``
-collection) at ``cache_index``, so one call can prefill a prompt or add one token.
+collection, layout (B, H, max_len, K)) at ``cache_index``, so one call can prefill a
+prompt or add one token.
 """
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -15,9 +30,16 @@ import jax.numpy as jnp
 
 from nlpjax.models import positions as pos_lib
 from nlpjax.models.layers import default_kernel_init, param_with_axes
+from nlpjax.models.precision import f32_accumulation
 from nlpjax.types import Array, Bool, Float, Int
 
 NEG_INF = -1e30
+IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn")
+CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+CUDNN_MAX_HEAD_DIM = 128  # 256 on Hopper and later; 128 holds on every cuDNN-flash GPU
+
+_log = logging.getLogger(__name__)
+_reported: set[tuple[str, str, str]] = set()
 
 
 def causal_mask(length: int) -> Bool[Array, "1 1 L L"]:
@@ -56,6 +78,77 @@ def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
     return out
 
 
+def cudnn_unsupported_reason(
+    *, backend: str, dtype: Any, head_dim: int, decode: bool, extra_mask: bool, dropout: bool
+) -> str | None:
+    """Why cuDNN flash attention cannot run this call, or None if it can."""
+    if backend != "gpu":
+        return f"it needs a GPU (backend is {backend})"
+    if jnp.dtype(dtype) not in CUDNN_DTYPES:
+        return f"it needs model.dtype bfloat16 or float16 (got {jnp.dtype(dtype).name})"
+    if head_dim % 8 or head_dim > CUDNN_MAX_HEAD_DIM:
+        return f"it needs a head dim that is a multiple of 8 and <= 128 (got {head_dim})"
+    if decode:
+        return "KV-cache decoding uses an explicit position mask"
+    if extra_mask:
+        return "segment or padding masks would become a dense bias"
+    if dropout:
+        return "it has no attention-weight dropout"
+    return None
+
+
+def choose_implementation(
+    requested: str,
+    *,
+    dtype: Any,
+    head_dim: int,
+    decode: bool = False,
+    extra_mask: bool = False,
+    dropout: bool = False,
+    backend: str | None = None,
+) -> str:
+    """The implementation that runs: ``reference``, ``xla`` or ``cudnn``.
+
+    Args:
+      requested: ``model.attention`` (one of ``IMPLEMENTATIONS``).
+      dtype: compute dtype of queries and keys.
+      head_dim: K.
+      decode: a KV-cache call.
+      extra_mask: a mask beyond causal (segments, padding) is given.
+      dropout: attention-weight dropout is active (training with ``model.dropout > 0``).
+      backend: jax backend name; default ``jax.default_backend()``.
+    """
+    backend = backend or jax.default_backend()
+    if requested == "reference":
+        return "reference"
+    if dropout:  # the fused functions have no dropout on the attention weights
+        if requested == "auto":
+            return "reference"
+        return _fallback(requested, "reference", "attention dropout needs the weights")
+    if requested == "xla":
+        return "xla"
+    reason = cudnn_unsupported_reason(
+        backend=backend,
+        dtype=dtype,
+        head_dim=head_dim,
+        decode=decode,
+        extra_mask=extra_mask,
+        dropout=dropout,
+    )
+    if reason is None:
+        return "cudnn"
+    if requested == "auto":
+        return "reference"
+    return _fallback("cudnn", "xla", reason)
+
+
+def _fallback(requested: str, chosen: str, reason: str) -> str:
+    if (requested, chosen, reason) not in _reported:
+        _reported.add((requested, chosen, reason))
+        _log.warning("model.attention=%s: using %s here, because %s", requested, chosen, reason)
+    return chosen
+
+
 class MultiHeadAttention(nn.Module):
     """Self-attention with a fused QKV projection and optional RoPE and KV cache.
 
@@ -68,6 +161,9 @@ class MultiHeadAttention(nn.Module):
       dropout: dropout rate on attention weights.
       use_bias: biases on the projections.
       out_init: initializer for the output projection.
+      implementation: ``model.attention``: auto | reference | xla | cudnn.
+      dtype: compute dtype.
+      param_dtype: storage dtype of the parameters.
     """
 
     num_heads: int
@@ -78,30 +174,81 @@ class MultiHeadAttention(nn.Module):
     dropout: float = 0.0
     use_bias: bool = True
     out_init: Callable = default_kernel_init
+    implementation: str = "auto"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(
         self,
         x_BLD: Float[Array, "B L D"],
-        mask: Bool[Array, "#B 1 L Lk"],
+        mask: Bool[Array, "#B 1 L Lk"] | None,
         positions_BL: Int[Array, "B L"],
         *,
+        causal: bool = True,
         train: bool = False,
         decode: bool = False,
         cache_index: jax.Array | None = None,
     ) -> Float[Array, "B L D"]:
+        """Attends within ``causal`` (positions j <= i) AND ``mask`` (None: no extra mask).
+
+        With ``decode=True`` pass ``causal=False`` and the position mask over the cache.
+        """
         B, L, D = x_BLD.shape
-        H, K = self.num_heads, self.head_dim
-        w_qkv = param_with_axes(
-            self, "qkv_kernel", default_kernel_init, (D, 3, H, K), ("embed", None, "heads", "kv")
+        H, K, dtype = self.num_heads, self.head_dim, self.dtype
+        impl = choose_implementation(
+            self.implementation,
+            dtype=dtype,
+            head_dim=K,
+            decode=decode,
+            extra_mask=mask is not None and not decode,
+            dropout=train and self.dropout > 0,
         )
-        qkv = jnp.dot(x_BLD.reshape(B * L, D), w_qkv.reshape(D, 3 * H * K))
+        w_qkv = param_with_axes(
+            self,
+            "qkv_kernel",
+            default_kernel_init,
+            (D, 3, H, K),
+            ("embed", None, "heads", "kv"),
+            self.param_dtype,
+        )
+        x_ND = x_BLD.reshape(B * L, D).astype(dtype)
+        qkv = jnp.dot(x_ND, w_qkv.reshape(D, 3 * H * K).astype(dtype))
         if self.use_bias:
             b_qkv = param_with_axes(
-                self, "qkv_bias", nn.initializers.zeros, (3, H, K), (None, "heads", "kv")
+                self,
+                "qkv_bias",
+                nn.initializers.zeros,
+                (3, H, K),
+                (None, "heads", "kv"),
+                self.param_dtype,
             )
-            qkv = qkv + b_qkv.reshape(1, -1)
-        qkv = qkv.reshape(B, L, 3, H, K).transpose(2, 0, 3, 1, 4)  # 3 B H L K
+            qkv = qkv + b_qkv.reshape(1, -1).astype(dtype)
+        if causal:
+            mask = combine_masks(causal_mask(L), mask) if impl == "reference" else mask
+        if impl == "reference":
+            out = self._reference(
+                qkv.reshape(B, L, 3, H, K), mask, positions_BL, train, decode, cache_index
+            )
+        else:
+            out = self._fused(
+                qkv.reshape(B, L, 3, H, K), mask, positions_BL, causal, decode, cache_index, impl
+            )
+        w_o = param_with_axes(
+            self, "out_kernel", self.out_init, (H, K, D), ("heads", "kv", "embed"), self.param_dtype
+        )
+        y = jnp.dot(out, w_o.reshape(H * K, D).astype(dtype))
+        if self.use_bias:
+            b_o = param_with_axes(
+                self, "out_bias", nn.initializers.zeros, (D,), ("embed",), self.param_dtype
+            )
+            y = y + b_o[None].astype(dtype)
+        return y.reshape(B, L, D)
+
+    def _reference(self, qkv_BL3HK, mask, positions_BL, train, decode, cache_index):
+        """Explicit (B, H, L, Lk) scores and weights; softmax in float32. Returns (B*L, H*K)."""
+        B, L, _, H, K = qkv_BL3HK.shape
+        qkv = qkv_BL3HK.transpose(2, 0, 3, 1, 4)  # 3 B H L K
         q_BHLK, k_BHLK, v_BHLK = qkv[0], qkv[1], qkv[2]
         if self.use_rope:
             q_BHLK = pos_lib.rope(q_BHLK, positions_BL, self.rope_base)
@@ -109,20 +256,31 @@ class MultiHeadAttention(nn.Module):
         if decode:
             k_BHLK, v_BHLK = self._update_cache(k_BHLK, v_BHLK, cache_index)
         q_BHLK = q_BHLK * (K**-0.5)
-        scores = jnp.matmul(q_BHLK, k_BHLK.swapaxes(-1, -2))  # B H L Lk
-        scores = jnp.where(mask, scores, NEG_INF)
+        f32 = f32_accumulation(self.dtype)
+        scores = jnp.matmul(q_BHLK, k_BHLK.swapaxes(-1, -2), preferred_element_type=f32)
+        scores = jnp.where(mask, scores, NEG_INF)  # B H L Lk
         weights = jax.nn.softmax(scores, axis=-1)
         self.sow("intermediates", "attention_weights", weights)
         weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
-        out_BHLK = jnp.matmul(weights, v_BHLK)
-        out = out_BHLK.transpose(0, 2, 1, 3).reshape(B * L, H * K)
-        w_o = param_with_axes(
-            self, "out_kernel", self.out_init, (H, K, D), ("heads", "kv", "embed")
+        out_BHLK = jnp.matmul(weights.astype(self.dtype), v_BHLK)
+        return out_BHLK.transpose(0, 2, 1, 3).reshape(B * L, H * K)
+
+    def _fused(self, qkv_BL3HK, mask, positions_BL, causal, decode, cache_index, impl):
+        """``jax.nn.dot_product_attention`` on (B, L, H, K). Returns (B*L, H*K)."""
+        B, L, _, H, K = qkv_BL3HK.shape
+        q_BLHK, k_BLHK, v_BLHK = qkv_BL3HK[:, :, 0], qkv_BL3HK[:, :, 1], qkv_BL3HK[:, :, 2]
+        if self.use_rope:
+            q_BLHK = pos_lib.rope_blhk(q_BLHK, positions_BL, self.rope_base)
+            k_BLHK = pos_lib.rope_blhk(k_BLHK, positions_BL, self.rope_base)
+        if decode:  # the cache keeps the reference layout (B, H, max_len, K)
+            k_BHSK, v_BHSK = self._update_cache(
+                k_BLHK.transpose(0, 2, 1, 3), v_BLHK.transpose(0, 2, 1, 3), cache_index
+            )
+            k_BLHK, v_BLHK = k_BHSK.transpose(0, 2, 1, 3), v_BHSK.transpose(0, 2, 1, 3)
+        out_BLHK = jax.nn.dot_product_attention(
+            q_BLHK, k_BLHK, v_BLHK, mask=mask, is_causal=causal, implementation=impl
         )
-        y = jnp.dot(out, w_o.reshape(H * K, D))
-        if self.use_bias:
-            y = y + param_with_axes(self, "out_bias", nn.initializers.zeros, (D,), ("embed",))[None]
-        return y.reshape(B, L, D)
+        return out_BLHK.reshape(B * L, H * K)
 
     def _update_cache(self, k_BHLK, v_BHLK, index):
         """Writes this call's keys/values at ``index``; returns the whole cache."""

@@ -4,6 +4,13 @@ Radford et al., 2019 (GPT-2), https://openai.com/research/better-language-models
 Token embedding, selectable positions (learned, sinusoidal, RoPE), pre-norm blocks of
 causal multi-head attention and a GELU MLP, final norm, optionally tied output
 embedding. ``decode=True`` runs against a KV cache for fast generation.
+
+Precision (``model.dtype``/``model.param_dtype``, see ``nlpjax.models.precision``):
+parameters are stored in ``param_dtype`` and cast to the compute dtype at use; the
+residual stream between sublayers stays float32, norms compute in float32 and hand the
+compute dtype to the attention and MLP, whose outputs are added back in float32; the
+logits come out of a float32-accumulating matmul. ``model.remat`` recomputes each
+block's activations in the backward pass under a ``jax.checkpoint`` policy.
 """
 
 import dataclasses
@@ -16,13 +23,33 @@ import jax.numpy as jnp
 
 from nlpjax.config import ConfigError
 from nlpjax.models import positions as pos_lib
-from nlpjax.models.attention import MultiHeadAttention, causal_mask, position_causal_mask
+from nlpjax.models.attention import (
+    IMPLEMENTATIONS,
+    MultiHeadAttention,
+    position_causal_mask,
+    segment_mask,
+)
 from nlpjax.models.layers import ACTIVATIONS, MLP, Dense, Norm, param_with_axes
+from nlpjax.models.precision import (
+    DTYPE_CHOICES,
+    DTYPES,
+    RESIDUAL_DTYPE,
+    f32_accumulation,
+    resolve_dtype,
+)
 from nlpjax.types import Array, Float, Int
 
 POSITIONS = ("learned", "sinusoidal", "rope")
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATION_AXES = ("act_batch", "act_length", "act_embed")
+# model.remat -> jax.checkpoint policy (what a block keeps for the backward pass).
+REMAT_POLICIES = {
+    "full": None,  # keep only the block's inputs; recompute everything
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep all matmul outputs
+    # keep the weight matmuls, recompute the attention scores and values (batched dots)
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+REMAT_CHOICES = ("none", *REMAT_POLICIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +69,18 @@ class DecoderConfig:
     tie_embeddings: bool = True
     use_bias: bool = True
     rope_base: float = 10000.0
+    dtype: str = "auto"  # compute: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | ...
+    param_dtype: str = "float32"  # storage (and checkpoint) dtype of the parameters
+    attention: str = "auto"  # auto | reference | xla | cudnn (see nlpjax.models.attention)
+    remat: str = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+
+    # How the model computes, not what it is: a checkpoint restores under any of these.
+    RUNTIME_FIELDS = ("dtype", "attention", "remat")
+
+    def signature(self) -> dict:
+        """The fields a checkpoint must match (everything but ``RUNTIME_FIELDS``)."""
+        fields = dataclasses.asdict(self)
+        return {k: v for k, v in fields.items() if k not in self.RUNTIME_FIELDS}
 
     def __post_init__(self):
         def check(ok, msg):
@@ -59,6 +98,10 @@ class DecoderConfig:
         check(self.activation in ACTIVATIONS, f"model.activation: one of {tuple(ACTIVATIONS)}")
         check(0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
         check(self.max_len > 0, "model.max_len must be > 0")
+        check(self.dtype in DTYPE_CHOICES, f"model.dtype must be one of {DTYPE_CHOICES}")
+        check(self.param_dtype in DTYPES, f"model.param_dtype must be one of {tuple(DTYPES)}")
+        check(self.attention in IMPLEMENTATIONS, f"model.attention: one of {IMPLEMENTATIONS}")
+        check(self.remat in REMAT_CHOICES, f"model.remat must be one of {REMAT_CHOICES}")
         if self.positions == "rope":
             check(self.head_dim % 2 == 0, "RoPE needs an even head dim (d_model / num_heads)")
         if self.positions == "sinusoidal":
@@ -74,15 +117,20 @@ class DecoderConfig:
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + Attn(Norm(x)); x + MLP(Norm(x))."""
+    """Pre-norm transformer block: x + Attn(Norm(x)); x + MLP(Norm(x)).
+
+    Arguments are positional so ``nn.remat`` can mark ``causal``, ``train`` and
+    ``decode`` static (argnums 4-6, counting ``self``).
+    """
 
     config: DecoderConfig
 
     @nn.compact
-    def __call__(self, x_BLD, mask, positions_BL, *, train, decode, cache_index):
+    def __call__(self, x_BLD, mask, positions_BL, causal, train, decode, cache_index):
         cfg = self.config
+        types = {"dtype": resolve_dtype(cfg.dtype), "param_dtype": DTYPES[cfg.param_dtype]}
         out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
-        h = Norm(cfg.norm, name="attn_norm")(x_BLD)
+        h = Norm(cfg.norm, name="attn_norm", **types)(x_BLD)
         h = MultiHeadAttention(
             num_heads=cfg.num_heads,
             head_dim=cfg.head_dim,
@@ -92,12 +140,29 @@ class Block(nn.Module):
             dropout=cfg.dropout,
             use_bias=cfg.use_bias,
             out_init=out_init,
+            implementation=cfg.attention,
             name="attn",
-        )(h, mask, positions_BL, train=train, decode=decode, cache_index=cache_index)
+            **types,
+        )(
+            h,
+            mask,
+            positions_BL,
+            causal=causal,
+            train=train,
+            decode=decode,
+            cache_index=cache_index,
+        )
         x_BLD = x_BLD + nn.Dropout(cfg.dropout)(h, deterministic=not train)
-        h = Norm(cfg.norm, name="mlp_norm")(x_BLD)
-        h = MLP(cfg.ff_dim, cfg.activation, cfg.use_bias, out_init, name="mlp")(h)
+        h = Norm(cfg.norm, name="mlp_norm", **types)(x_BLD)
+        h = MLP(cfg.ff_dim, cfg.activation, cfg.use_bias, out_init, name="mlp", **types)(h)
         return x_BLD + nn.Dropout(cfg.dropout)(h, deterministic=not train)
+
+
+def block_class(remat: str, decode: bool) -> type[nn.Module]:
+    """``Block``, or ``Block`` under ``nn.remat`` with the policy named by ``remat``."""
+    if remat == "none" or decode:  # decoding keeps no activations for a backward pass
+        return Block
+    return nn.remat(Block, policy=REMAT_POLICIES[remat], static_argnums=(4, 5, 6))
 
 
 class Decoder(nn.Module):
@@ -107,9 +172,23 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self, tokens_BL: Int[Array, "B L"], *, train: bool = False, decode: bool = False
+        self,
+        tokens_BL: Int[Array, "B L"],
+        *,
+        segments_BL: Int[Array, "B L"] | None = None,
+        train: bool = False,
+        decode: bool = False,
     ) -> Float[Array, "B L V"]:
+        """Next-token logits, float32 whatever the compute dtype.
+
+        Args:
+          tokens_BL: token ids.
+          segments_BL: packed-sequence ids; a token attends only within its segment.
+          train: dropout on.
+          decode: run against (and update) the KV cache in the ``cache`` collection.
+        """
         cfg = self.config
+        dtype, param_dtype = resolve_dtype(cfg.dtype), DTYPES[cfg.param_dtype]
         chex.assert_rank(tokens_BL, 2)
         B, L = tokens_BL.shape
         if cfg.max_len < L:
@@ -122,12 +201,16 @@ class Decoder(nn.Module):
             start = index.value
             positions_BL = jnp.broadcast_to(start + jnp.arange(L), (B, L))
             key_positions = jnp.broadcast_to(jnp.arange(cfg.max_len), (B, cfg.max_len))
-            mask = position_causal_mask(positions_BL, key_positions)
+            mask, causal = position_causal_mask(positions_BL, key_positions), False
             index.value = start + L
         else:
             start = None
             positions_BL = jnp.broadcast_to(jnp.arange(L), (B, L))
-            mask = causal_mask(L)
+            mask, causal = None, True  # the attention applies the causal mask itself
+        if segments_BL is not None:
+            if decode:
+                raise ValueError("segments_BL is not supported with decode=True")
+            mask = segment_mask(segments_BL, segments_BL)
 
         embedding = param_with_axes(
             self,
@@ -135,8 +218,15 @@ class Decoder(nn.Module):
             nn.initializers.normal(0.02),
             (cfg.vocab_size, cfg.d_model),
             ("vocab", "embed"),
+            param_dtype,
         )
-        x_BLD = jnp.take(embedding, tokens_BL, axis=0)
+        # Gather from a table whose width is whole on every device: with ``embed`` sharded
+        # over fsdp, XLA cannot turn the width-sharded gather output into the batch-sharded
+        # activations and falls back to replicating everything ("involuntary full
+        # rematerialization"). This is the all-gather FSDP does before any use of a
+        # weight; the vocabulary stays split over ``tensor`` (a no-op without a mesh).
+        table = nn.with_logical_constraint(embedding, ("vocab", None))
+        x_BLD = jnp.take(table, tokens_BL, axis=0).astype(RESIDUAL_DTYPE)
         if cfg.positions == "learned":
             table = param_with_axes(
                 self,
@@ -144,23 +234,36 @@ class Decoder(nn.Module):
                 nn.initializers.normal(0.02),
                 (cfg.max_len, cfg.d_model),
                 (None, "embed"),
+                param_dtype,
             )
-            x_BLD = x_BLD + jnp.take(table, positions_BL, axis=0)
+            table = nn.with_logical_constraint(table, (None, None))  # as for the tokens
+            x_BLD = x_BLD + jnp.take(table, positions_BL, axis=0).astype(RESIDUAL_DTYPE)
         elif cfg.positions == "sinusoidal":
             x_BLD = x_BLD + pos_lib.sinusoidal(positions_BL, cfg.d_model)
         x_BLD = nn.Dropout(cfg.dropout)(x_BLD, deterministic=not train)
 
+        block_cls = block_class(cfg.remat, decode)
         for i in range(cfg.num_layers):
             # Activation layout at block boundaries (a no-op without a mesh in context).
             x_BLD = nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
-            x_BLD = Block(cfg, name=f"block_{i}")(
-                x_BLD, mask, positions_BL, train=train, decode=decode, cache_index=start
+            x_BLD = block_cls(cfg, name=f"block_{i}")(
+                x_BLD, mask, positions_BL, causal, train, decode, start
             )
-        x_BLD = Norm(cfg.norm, name="final_norm")(x_BLD)
+        x_BLD = Norm(cfg.norm, name="final_norm", dtype=dtype, param_dtype=param_dtype)(x_BLD)
+        f32 = f32_accumulation(dtype)
         if cfg.tie_embeddings:
-            logits = jnp.dot(x_BLD.reshape(B * L, cfg.d_model), embedding.T)
+            x_ND = x_BLD.reshape(B * L, cfg.d_model)
+            logits = jnp.dot(x_ND, embedding.T.astype(dtype), preferred_element_type=f32)
         else:
-            logits = Dense(cfg.vocab_size, ("embed", "vocab"), False, name="lm_head")(x_BLD)
+            logits = Dense(
+                cfg.vocab_size,
+                ("embed", "vocab"),
+                False,
+                name="lm_head",
+                dtype=dtype,
+                param_dtype=param_dtype,
+                out_dtype=f32,
+            )(x_BLD)
         logits_BLV = logits.reshape(B, L, cfg.vocab_size)
         chex.assert_shape(logits_BLV, (B, L, cfg.vocab_size))
         return logits_BLV

@@ -19,15 +19,30 @@ def sinusoidal(
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
+def _rotate(x, cos, sin):
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
+
+
+def _angles(positions_BL, k: int, base: float):
+    half = k // 2
+    freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles_BLk = positions_BL.astype(jnp.float32)[..., None] * freqs[None, None, :]
+    return jnp.cos(angles_BLk), jnp.sin(angles_BLk)
+
+
 def rope(
     x_BHLK: Float[Array, "B H L K"], positions_BL: Int[Array, "B L"], base: float = 10000.0
 ) -> Float[Array, "B H L K"]:
     """Rotates pairs (first half, second half) of the head dim by position-dependent angles."""
-    k = x_BHLK.shape[-1]
-    half = k // 2
-    freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles_BLk = positions_BL.astype(jnp.float32)[..., None] * freqs[None, None, :]
-    cos = jnp.cos(angles_BLk)[:, None]  # B 1 L k
-    sin = jnp.sin(angles_BLk)[:, None]
-    x1, x2 = x_BHLK[..., :half], x_BHLK[..., half:]
-    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x_BHLK.dtype)
+    cos_BLk, sin_BLk = _angles(positions_BL, x_BHLK.shape[-1], base)
+    return _rotate(x_BHLK, cos_BLk[:, None], sin_BLk[:, None])  # B 1 L k
+
+
+def rope_blhk(
+    x_BLHK: Float[Array, "B L H K"], positions_BL: Int[Array, "B L"], base: float = 10000.0
+) -> Float[Array, "B L H K"]:
+    """``rope`` for the (B, L, H, K) layout of the fused attention kernels."""
+    cos_BLk, sin_BLk = _angles(positions_BL, x_BLHK.shape[-1], base)
+    return _rotate(x_BLHK, cos_BLk[:, :, None], sin_BLk[:, :, None])  # B L 1 k

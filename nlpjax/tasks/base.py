@@ -59,6 +59,9 @@ class Task(Protocol):
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), for MFU."""
 
+    def compute_dtype(self) -> str:
+        """The dtype the model computes in (e.g. ``"bfloat16"``), for the MFU peak."""
+
     def save_assets(self, directory: str) -> None:
         """Writes what eval/generate need beyond params (e.g. the vocabulary)."""
 

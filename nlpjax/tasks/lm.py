@@ -29,6 +29,7 @@ from nlpjax.data.tokenizers import (
     save_tokenizer,
 )
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
+from nlpjax.models.precision import resolve_dtype
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -202,6 +203,10 @@ class LMTask:
     def tokens_per_batch(self) -> int:
         return self.config.data.batch_size * self.config.data.context
 
+    def compute_dtype(self) -> str:
+        """The dtype the model computes in (picks the chip's peak for MFU)."""
+        return resolve_dtype(self.config.model.dtype).name
+
     def flops_per_token(self) -> float:
         return flops_per_token(self.config.model, self.config.data.context)
 
@@ -209,7 +214,7 @@ class LMTask:
         save_tokenizer(self.tokenizer, epath.Path(directory) / TOKENIZER_FILE)
 
     def model_signature(self) -> dict:
-        return {"task": self.config.task, "model": dataclasses.asdict(self.config.model)}
+        return {"task": self.config.task, "model": self.config.model.signature()}
 
     def logical_specs(self, variables) -> Any:
         return nn.get_partition_spec(variables)

@@ -22,15 +22,21 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from nlpjax.config import Config, ParallelConfig, from_json
+from nlpjax.config import Config, ConfigError, ParallelConfig, build_section, from_json
 from nlpjax.tasks import TASKS
 from nlpjax.tasks.base import stack_batches
 from nlpjax.training import metrics as metrics_lib
 from nlpjax.training import parallel, resume
 from nlpjax.training.checkpoint import Checkpointer, check_signature
+from nlpjax.training.loss_scale import dynamic_loss_scale, wants_loss_scaling
 from nlpjax.training.optim import make_optimizer, make_schedule
 from nlpjax.training.state import TrainState
-from nlpjax.training.step import make_eval_fn, make_train_step, scan_steps
+from nlpjax.training.step import (
+    check_microbatches,
+    make_eval_fn,
+    make_train_step,
+    scan_steps,
+)
 from nlpjax.training.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
@@ -93,6 +99,8 @@ def build_run(config: Config, workdir: str | epath.PathLike | None, placement=No
     config = task.config
     schedule = make_schedule(config.optim, config.train.steps)
     tx = make_optimizer(config.optim, config.train.steps)
+    if wants_loss_scaling(config.model):  # float16 compute
+        tx = dynamic_loss_scale(tx)
     if placement is None:
         placement = parallel.build_placement(ParallelConfig(devices=1, mesh="data:1"))
 
@@ -154,17 +162,31 @@ def restore_trained(workdir: str | epath.PathLike) -> tuple[Run, int]:
 def _check_workdir(workdir: epath.Path, run: Run, ckpt: Checkpointer) -> None:
     """Refuses a workdir whose config or checkpoint belongs to another model."""
     signature = run.task.model_signature()
+    model_cls = run.task.model_config_cls
     config_path = workdir / CONFIG_FILE
     if config_path.is_file():
         saved = json.loads(config_path.read_text())
-        check_signature({"task": saved["task"], "model": saved["model"]}, signature, str(workdir))
+        saved = _comparable({"task": saved["task"], "model": saved["model"]}, model_cls)
+        check_signature(saved, signature, str(workdir))
     for step in ckpt.all_steps()[::-1]:  # the newest step whose signature is readable
         try:
             saved_signature = ckpt.read_signature(step)
         except Exception:  # a damaged step: restore() reports it and moves it aside
             continue
+        saved_signature = _comparable(saved_signature, model_cls)
         check_signature(saved_signature, signature, f"checkpoint {step} in {workdir}")
         break
+
+
+def _comparable(saved: dict, model_cls: type) -> dict:
+    """A saved signature in today's form: the model section rebuilt through its config
+    class (fields added since take their defaults; runtime fields such as the compute
+    dtype drop out), or as saved when it no longer builds (the diff then names why)."""
+    try:
+        model = build_section(model_cls, saved["model"], "model")
+    except (ConfigError, KeyError, TypeError):
+        return saved
+    return {"task": saved["task"], "model": model.signature()}
 
 
 class _TrainLog:
@@ -218,7 +240,9 @@ class _Loop:
         cfg, task, placement = run.config, run.task, run.placement
         self.cfg, self.task, self.placement = cfg, task, placement
         axis = "batch" if placement.mode == "pmap" else None
-        train_step = make_train_step(task, run.tx, run.schedule, axis_name=axis)
+        train_step = make_train_step(
+            task, run.tx, run.schedule, axis_name=axis, microbatches=cfg.train.microbatches
+        )
         self.multi_step = parallel.compile_steps(placement, scan_steps(train_step), "batch")
         self.eval_fn = make_eval_fn(task)
         self.eval_batches = parallel.put_eval_batches(placement, task.eval_batches())
@@ -229,6 +253,7 @@ class _Loop:
             task.flops_per_token(),
             placement.devices,
             cfg.train.peak_tflops,
+            dtype=task.compute_dtype(),
         )
 
     def evaluate(self, state, step: int) -> dict:
@@ -303,6 +328,7 @@ def _train_locked(config: Config, workdir: epath.Path) -> dict:
     run = build_run(config, workdir, placement)
     config, task = run.config, run.task
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
+    check_microbatches(task.global_batch_size(), placement.data_parallel, config.train.microbatches)
     ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
     try:
         _check_workdir(workdir, run, ckpt)

@@ -63,10 +63,16 @@ def diff_configs(saved: dict, current: dict) -> Changes:
     }
 
 
+# How the model computes, not what it is (the model config's ``RUNTIME_FIELDS``).
+ALLOWED_MODEL_KEYS = ("dtype", "attention", "remat")
+
+
 def is_allowed(key: str) -> bool:
     section, _, leaf = key.partition(".")
     if section in ALLOWED_SECTIONS:
         return True
+    if section == "model":
+        return leaf in ALLOWED_MODEL_KEYS
     return section == "optim" and leaf in ALLOWED_OPTIM_KEYS
 
 
@@ -127,6 +133,11 @@ def describe_effects(saved: dict, config: Config, changes: Changes, step: int) -
     if other_optim:
         listed = ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in other_optim)
         warnings.append(f"the optimizer update changes from step {step} on ({listed})")
+    if any(k.startswith("model.") for k in changes):
+        warnings.append(
+            "the model computes differently from here on (same parameters): losses will "
+            "match an uninterrupted run only up to the new precision"
+        )
     if any(k.startswith("parallel.") for k in changes):
         warnings.append(
             "the device layout changes: losses will match an uninterrupted run only up to "

@@ -1,0 +1,124 @@
+"""GPT-2-small shape char LM on Tiny Shakespeare (12 layers, 12 heads, width 768, context 1024).
+
+The accelerator benchmark of issue 9 (``benchmarks/accelerator.sh``). Meant for a GPU:
+``model.dtype`` and ``model.attention`` stay ``auto`` (bfloat16 compute with cuDNN flash
+attention on a GPU, float32 with the reference attention on CPU).
+
+Variants (``--config=experiments/gpt2_small_char.py:NAME``):
+  default  a real run: 5000 steps of batch 12 x 1024 characters;
+  bench    what the harness times: 150 steps, logged every 50, one eval and one
+           checkpoint at the end;
+  tiny     the same file at a toy shape, for tests and CPU dry runs of the harness.
+"""
+
+import ml_collections
+
+# The model shapes of the variants, plain literals: benchmarks/accel_torch.py reads them
+# from this file (its PyTorch twin must train the same model).
+SHAPES = {
+    "gpt2-small": {
+        "num_layers": 12,
+        "num_heads": 12,
+        "d_model": 768,
+        "d_ff": 3072,
+        "context": 1024,
+    },
+    "tiny": {"num_layers": 2, "num_heads": 2, "d_model": 64, "d_ff": 256, "context": 32},
+}
+BATCH = {"gpt2-small": 12, "tiny": 4}
+
+
+def base(shape: str) -> ml_collections.ConfigDict:
+    s = SHAPES[shape]
+    c = ml_collections.ConfigDict()
+    c.task = "lm"
+    c.seed = 0
+    c.model = dict(
+        vocab_size=0,  # from the tokenizer (65 characters)
+        num_layers=s["num_layers"],
+        num_heads=s["num_heads"],
+        d_model=s["d_model"],
+        d_ff=s["d_ff"],
+        max_len=s["context"],
+        positions="learned",
+        norm="layernorm",
+        activation="gelu_tanh",
+        dropout=0.0,
+        tie_embeddings=True,
+        use_bias=True,
+        rope_base=10000.0,
+        dtype="auto",
+        param_dtype="float32",
+        attention="auto",
+        remat="none",
+    )
+    c.data = dict(
+        dataset="tiny_shakespeare",
+        tokenizer="char",
+        context=s["context"],
+        batch_size=BATCH[shape],
+        tfds_data_dir="",
+        prefetch=4,
+    )
+    c.optim = dict(
+        name="adamw",
+        lr=6e-4,
+        warmup_steps=100,
+        schedule="cosine",
+        decay_steps=0,
+        min_lr_ratio=0.1,
+        b1=0.9,
+        b2=0.95,
+        eps=1e-8,
+        weight_decay=0.1,
+        clip_norm=1.0,
+    )
+    c.train = dict(
+        steps=5000,
+        log_every=50,
+        steps_per_dispatch=10,
+        progress=True,
+        peak_tflops=0.0,
+        microbatches=1,
+    )
+    c.eval = dict(every=500, num_batches=20, seed=1234)
+    c.checkpoint = dict(every=1000, max_to_keep=2, async_save=True)
+    c.parallel = dict(mode="jit", devices=1, mesh="data:-1", rules="")
+    return ml_collections.ConfigDict(c)
+
+
+BENCH = {
+    "train.steps": 150,
+    "train.log_every": 50,
+    "train.progress": False,
+    "eval.every": 150,
+    "eval.num_batches": 2,
+    "checkpoint.every": 150,
+    "checkpoint.max_to_keep": 1,
+}
+VARIANTS = {
+    "default": ("gpt2-small", {}),
+    "bench": ("gpt2-small", BENCH),
+    "tiny": (
+        "tiny",
+        {
+            **BENCH,
+            "train.steps": 30,
+            "train.log_every": 10,
+            "eval.every": 30,
+            "checkpoint.every": 30,
+        },
+    ),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    name = arg or "default"
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}")
+    shape, overrides = VARIANTS[name]
+    c = base(shape)
+    for key, value in overrides.items():
+        section, leaf = key.split(".")
+        c[section][leaf] = value
+    return c
