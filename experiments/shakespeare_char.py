@@ -90,6 +90,7 @@ VARIANTS = {
         "data.context": 16,
         "data.batch_size": 4,
         "train.steps": 40,
+        "optim.warmup_steps": 10,
         "train.log_every": 5,
         "train.steps_per_dispatch": 5,
         "eval.every": 20,

@@ -129,7 +129,8 @@ def prepared_source(builder_cls: type, config, split: str, data_dir: str = ""):
     data_dir = tfds_data_dir(data_dir)
     builder = builder_cls(config=config, data_dir=data_dir, file_format="array_record")
     reason = "missing"
-    if builder.is_prepared():
+    # Checked by file: tfds's is_prepared() logs a warning for a version never prepared.
+    if (Path(builder.data_dir) / "dataset_info.json").is_file():
         reason = ""
         if hasattr(builder, "source_files"):
             current = source_record(builder.source_files())
