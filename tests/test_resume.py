@@ -241,8 +241,9 @@ def test_dropout_makes_the_training_loss_depend_on_the_rng():
 
 
 def test_effects_name_a_later_lr_change_and_nested_sections_diff_by_key():
-    saved = load_config(TINY, {})  # warmup 100 > 40 steps: the lr at step 40 is unchanged
-    longer = load_config(TINY, {"train.steps": "400"})
+    warmup = {"optim.warmup_steps": "100"}  # > 40 steps: the lr at step 40 is unchanged
+    saved = load_config(TINY, warmup)
+    longer = load_config(TINY, warmup | {"train.steps": "400"})
     old = json.loads(saved.to_json())
     changes = diff_configs(old, json.loads(longer.to_json()))
     assert changes == {"train.steps": (40, 400)}

@@ -33,6 +33,7 @@ GOLDEN_STEP_LOSSES = [
     4.169713497161865,
 ]
 
+
 def _first_batches(run, n):
     it = run.task.train_iterator()
     return [next(it) for _ in range(n)]
