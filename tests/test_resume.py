@@ -190,11 +190,11 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path, capsys):
         assert f"pid {os.getpid()}," in (tmp_path / LOCK_FILE).read_text()
 
 
-# Dropout 0.1 makes every step use the RNG; checkpoints every 10 of 200 steps.
+# Dropout 0.1 makes every step use the RNG; checkpoints every 10 of 120 steps.
 DROPOUT_RUN = {
-    "model.dropout": "0.1", "train.progress": "false", "train.steps": "200",
+    "model.dropout": "0.1", "train.progress": "false", "train.steps": "120",
     "train.steps_per_dispatch": "1", "train.log_every": "1", "checkpoint.every": "10",
-    "checkpoint.max_to_keep": "100", "eval.every": "200",
+    "checkpoint.max_to_keep": "100", "eval.every": "120",
 }  # fmt: skip
 
 
@@ -221,10 +221,10 @@ def test_a_second_run_is_refused_and_resume_after_sigkill_with_dropout_is_exact(
     assert first.returncode == -signal.SIGKILL
     assert lock.is_file()  # left behind by the killed run, but no longer held
     summary = train_and_evaluate(load_config(TINY, DROPOUT_RUN), workdir)
-    assert 0 < summary["start_step"] < 200 and summary["final_step"] == 200
+    assert 0 < summary["start_step"] < 120 and summary["final_step"] == 120
 
     got, want = _losses(workdir), _losses(reference)
-    assert sorted(got) == list(range(1, 201))
+    assert sorted(got) == list(range(1, 121))
     assert got == want  # bitwise: JSON floats round-trip exactly
     params = [restore_trained(w)[0].state.params for w in (workdir, reference)]
     for a, b in zip(*map(jax.tree_util.tree_leaves, params), strict=True):
