@@ -2,7 +2,9 @@
 
 import pytest
 
-from nlpjax.config import ConfigError, from_json, load_config
+from nlpjax.api import load_config
+from nlpjax.config import ConfigError, from_json
+from nlpjax.tasks.registry import TASKS
 from tests.conftest import REPO, TINY
 
 DEFAULT = str(REPO / "experiments" / "shakespeare_char.py")
@@ -105,7 +107,7 @@ def test_impossible_shapes_are_errors():
 def test_variant_and_json_round_trip():
     c = load_config(TINY)
     assert c.model.d_model == 32 and c.train.steps == 40
-    assert from_json(c.to_json()) == c
+    assert from_json(c.to_json(), TASKS) == c
 
 
 def test_unknown_key_inside_the_file_is_an_error(tmp_path):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from nlpjax.api import build_run
 from nlpjax.config import ConfigError, ParallelConfig
-from nlpjax.tasks.base import stack_batches
+from nlpjax.data.pipeline import stack_batches
 from nlpjax.training import parallel
-from nlpjax.training.loop import build_run
 from nlpjax.training.step import make_train_step, scan_steps
 
 STEPS = 5
@@ -24,8 +24,8 @@ def _losses(tiny_config, mode="jit", mesh="data:1", devices=1):
     host = stack_batches([next(it) for _ in range(STEPS)])
     axis = "batch" if mode == "pmap" else None
     step = make_train_step(run.task, run.tx, run.schedule, axis_name=axis)
-    compiled = parallel.compile_steps(placement, scan_steps(step))
-    state = parallel.from_host_state(placement, run.state)
+    compiled = parallel.compile_steps(placement, scan_steps(step), run.state_shardings)
+    state = parallel.place_state(placement, run.state, run.state_shardings)
     with placement.context():
         state, metrics = compiled(state, parallel.put_batches(placement, host))
     return np.asarray(parallel.metrics_of(placement, metrics)["loss"]), state, run
@@ -33,7 +33,7 @@ def _losses(tiny_config, mode="jit", mesh="data:1", devices=1):
 
 @pytest.fixture(scope="module")
 def single(request):
-    from nlpjax.config import load_config
+    from nlpjax.api import load_config
     from tests.conftest import TINY
 
     def cfg(**kw):
@@ -121,7 +121,7 @@ def _per_step_losses(workdir):
 def test_resume_onto_other_topologies(tiny_config, tmp_path):
     import shutil
 
-    from nlpjax.training.loop import train_and_evaluate
+    from nlpjax.api import train as train_and_evaluate
 
     def cfg(steps, mesh, devices, mode="jit"):
         return tiny_config(

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from nlpjax.api import load_config
 from nlpjax.cli import main
-from nlpjax.config import load_config
 from nlpjax.training.plan import format_plan, plan
 from tests.conftest import REPO, TINY
 
