@@ -36,7 +36,7 @@ def load_config(
     Overrides are dotted keys as on the command line, e.g. ``{"optim.lr": 3e-4}``; values
     may be strings (typed like the value they replace) or Python values.
     """
-    overrides = {k: _override_text(v) for k, v in (overrides or {}).items()}
+    overrides = dict(overrides or {})
     if isinstance(path_or_dict, Config):
         path_or_dict = path_or_dict.to_dict()
     if isinstance(path_or_dict, Mapping | ml_collections.ConfigDict):
@@ -58,14 +58,6 @@ def _plain(tree: Mapping) -> dict:
             value = dataclasses.asdict(value)
         out[key] = _plain(value) if isinstance(value, Mapping) else value
     return out
-
-
-def _override_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list | tuple):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 def task_class(config: Config) -> type:

@@ -338,10 +338,22 @@ def _example(current: Any) -> str:
     return str(current)
 
 
-def apply_overrides(cd: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> None:
-    """Applies ``{"optim.lr": "3e-4"}``-style overrides in place; unknown keys raise."""
+def override_text(value: Any) -> str:
+    """A Python value as override text (``True`` -> ``true``, ``(1, 2)`` -> ``(1,2)``)."""
+    if isinstance(value, str):
+        return value
+    return _example(value)
+
+
+def apply_overrides(cd: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+    """Applies ``{"optim.lr": "3e-4"}``-style overrides in place; unknown keys raise.
+
+    Values are text typed like the value they replace, as on the command line, or Python
+    values (``{"optim.lr": 3e-4}``: experiment variants, the Python API), checked alike.
+    """
     valid = flat_keys(cd)
-    for key, text in overrides.items():
+    for key, value in overrides.items():
+        text = override_text(value)
         inside = [k for k in valid if k.startswith(key + ".")]
         example = f"{key}.kind" if f"{key}.kind" in inside else (inside or [""])[0]
         if key not in valid and inside:
