@@ -13,10 +13,12 @@ The scripting surface (see README.md, "Scripting from Python")::
 ``import nlpjax`` stays cheap: these names load JAX and the tasks on first use.
 """
 
+from nlpjax import errors  # a leaf: the error classes, no JAX
+
 __version__ = "0.1.0"
 
 _API = ("TASKS", "Trained", "load", "load_config", "register_task", "train")
-__all__ = [*_API, "__version__"]
+__all__ = [*_API, "__version__", "errors"]
 
 
 def __getattr__(name: str):

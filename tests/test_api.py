@@ -138,4 +138,4 @@ def test_import_nlpjax_loads_no_jax():
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
-    assert out.strip() == "['nlpjax']"
+    assert out.strip() == "['nlpjax', 'nlpjax.errors']"
