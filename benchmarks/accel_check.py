@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from nlpjax.models.attention import choose_implementation  # noqa: E402
 from nlpjax.models.decoder import Decoder, DecoderConfig  # noqa: E402
-from nlpjax.models.precision import resolve_dtype  # noqa: E402
+from nlpjax.precision import resolve_dtype  # noqa: E402
 
 
 def loss_and_grads(cfg, params, tokens):

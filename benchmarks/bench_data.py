@@ -54,7 +54,7 @@ def measure(dataset, seconds: float, count=lambda b: len(next(iter(b.values())))
 
 def trainer_rate(run, seconds: float) -> float:
     """Examples/s the jitted training step consumes (single device, after compilation)."""
-    from nlpjax.tasks.base import stack_batches
+    from nlpjax.data.pipeline import stack_batches
     from nlpjax.training.step import make_multi_step, make_train_step
 
     k = run.config.train.steps_per_dispatch
@@ -74,9 +74,8 @@ def trainer_rate(run, seconds: float) -> float:
 
 
 def experiments(seconds: float) -> list[tuple[str, float, float]]:
-    from nlpjax.config import load_config
-    from nlpjax.tasks import TASKS
-    from nlpjax.training.loop import build_run
+    from nlpjax.api import build_run, load_config
+    from nlpjax.tasks.registry import TASKS
 
     results = []
     for path in sorted(glob.glob(str(REPO / "experiments" / "*.py"))):

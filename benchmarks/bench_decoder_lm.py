@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch_decoder  # noqa: E402
 
-from nlpjax.config import load_config  # noqa: E402
+from nlpjax.api import load_config  # noqa: E402
 from nlpjax.models.decoder import Decoder, flops_per_token  # noqa: E402
 from nlpjax.tasks.lm import LMTask  # noqa: E402
 from nlpjax.training.optim import make_optimizer, make_schedule  # noqa: E402
@@ -102,8 +102,8 @@ def timed_with_load(fn) -> tuple[float, float]:
 def build_jax(config, tokens: np.ndarray, steps_per_dispatch: int):
     """(run(n_dispatches) -> last loss, params) for the real nlpjax training step."""
     task = SyntheticLMTask(config, VOCAB)
-    tx = make_optimizer(config.optim, config.train.steps)
     schedule = make_schedule(config.optim, config.train.steps)
+    tx = make_optimizer(config.optim, schedule)
     params = nn.meta.unbox(task.init(jax.random.PRNGKey(config.seed))["params"])
     state = TrainState(
         step=jnp.zeros((), jnp.int32),

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import torch_decoder  # noqa: E402
 from bench_decoder_lm import VOCAB, SyntheticLMTask  # noqa: E402
 
-from nlpjax.config import load_config  # noqa: E402
+from nlpjax.api import load_config  # noqa: E402
 from nlpjax.training.optim import make_optimizer, make_schedule  # noqa: E402
 from nlpjax.training.state import TrainState  # noqa: E402
 from nlpjax.training.step import make_multi_step, make_train_step  # noqa: E402
@@ -41,8 +41,8 @@ from nlpjax.training.step import make_multi_step, make_train_step  # noqa: E402
 def train_jax(config, tokens: np.ndarray, steps: int):
     """(initial params, final params, per-step losses) of nlpjax's real training step."""
     task = SyntheticLMTask(config, VOCAB)
-    tx = make_optimizer(config.optim, config.train.steps)
     schedule = make_schedule(config.optim, config.train.steps)
+    tx = make_optimizer(config.optim, schedule)
     params = nn.meta.unbox(task.init(jax.random.PRNGKey(config.seed))["params"])
     init_params = jax.tree_util.tree_map(np.array, params)
     state = TrainState(

@@ -13,6 +13,8 @@ Variants (``--config=experiments/gpt2_small_char.py:NAME``):
 
 import ml_collections
 
+from nlpjax.config import apply_overrides
+
 # The model shapes of the variants, plain literals: benchmarks/accel_torch.py reads them
 # from this file (its PyTorch twin must train the same model).
 SHAPES = {
@@ -118,7 +120,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}")
     shape, overrides = VARIANTS[name]
     c = base(shape)
-    for key, value in overrides.items():
-        section, leaf = key.split(".")
-        c[section][leaf] = value
+    apply_overrides(c, overrides)  # the same checks as --config.KEY=VALUE
     return c

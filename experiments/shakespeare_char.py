@@ -8,6 +8,8 @@ Variants (``--config=experiments/shakespeare_char.py:NAME``):
 
 import ml_collections
 
+from nlpjax.config import apply_overrides
+
 
 def base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -106,10 +108,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}")
     c = base()
-    for key, value in VARIANTS[name].items():
-        *parents, leaf = key.split(".")
-        node = c
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    apply_overrides(c, VARIANTS[name])  # the same checks as --config.KEY=VALUE
     return c

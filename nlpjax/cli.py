@@ -8,7 +8,6 @@ import argparse
 import errno
 import gc
 import logging
-import math
 import os
 import signal
 import sys
@@ -298,8 +297,7 @@ def config_changes(spec: str, config) -> list[str]:
 
 
 def cmd_train(args, overrides) -> int:
-    from nlpjax.config import load_config
-    from nlpjax.training.loop import train_and_evaluate
+    from nlpjax import api
     from nlpjax.training.parallel import init_distributed
 
     flags = (args.coordinator_address, args.num_processes, args.process_id)
@@ -313,12 +311,12 @@ def cmd_train(args, overrides) -> int:
     elif args.distributed:
         init_distributed()
 
-    config = load_config(args.config, overrides)
+    config = api.load_config(args.config, overrides)
     _writable_dir(args.workdir, "--workdir")
     changes = config_changes(args.config, config)
     if changes:
         print("config overrides: " + "; ".join(changes))
-    summary = train_and_evaluate(config, args.workdir)
+    summary = api.train(config, args.workdir)
     if "eval/loss" in summary:
         print(f"final eval/loss {summary['eval/loss']:.4f} at step {summary['final_step']}")
     return 0
@@ -331,100 +329,50 @@ def cmd_plan(args, overrides) -> int:
             os.environ.get("XLA_FLAGS", "")
             + f" --xla_force_host_platform_device_count={args.simulate_devices}"
         )
-    from nlpjax.config import load_config
+    from nlpjax import api
     from nlpjax.training.plan import format_plan, plan
 
-    print(format_plan(plan(load_config(args.config, overrides))))
+    config = api.load_config(args.config, overrides)
+    print(format_plan(plan(config, api.task_class(config))))
     return 0
 
 
-def restore_at(workdir: str, step: int | None):
-    """(run, step) of ``workdir`` at checkpoint ``step`` (None: the latest readable one)."""
-    from etils import epath
-
-    from nlpjax.training.checkpoint import Checkpointer
-    from nlpjax.training.loop import build_run, load_workdir_config, restore_trained
-
-    if step is None:
-        return restore_trained(workdir)
-    config = load_workdir_config(workdir)
-    directory = epath.Path(workdir) / "checkpoints"
-    ckpt = Checkpointer(directory, config.checkpoint)
-    try:
-        kept = ckpt.all_steps()
-        if step not in kept:
-            listed = ", ".join(map(str, kept)) or "none"
-            raise FileNotFoundError(
-                f"--step={step}: no checkpoint for step {step} in {directory}; kept steps: {listed}"
-            )
-        run = build_run(config, workdir)
-        _, run.state, _ = ckpt.restore(run.abstract_state, step)
-    finally:
-        ckpt.close()
-    return run, step
-
-
 def cmd_eval(args) -> int:
-    import jax
-
-    from nlpjax.training.step import make_eval_fn
+    from nlpjax import api
 
     _not_a_file(args.workdir, "--workdir")
-    run, step = restore_at(args.workdir, args.step)
-    host_batches = run.task.eval_batches(args.split)
-    eval_fn = make_eval_fn(run.task)
-    batches = jax.device_put(host_batches)
-    jax.block_until_ready(eval_fn(run.state.params, batches))  # compile
-    start = time.perf_counter()
-    metrics = jax.block_until_ready(eval_fn(run.state.params, batches))
-    seconds = time.perf_counter() - start
-    summary = run.task.eval_summary(metrics)
-    tokens = float(metrics["weight"])
-    text_units = getattr(run.task, "text_units", None)  # optional Task hook (LMs)
-    if text_units is not None:
-        units = text_units(host_batches)
-        nats = float(metrics["loss"]) * tokens
-        summary["bits_per_char"] = nats / (math.log(2) * units["characters"])
-        summary["bits_per_byte"] = nats / (math.log(2) * units["bytes"])
-    print(f"step {step}, split {args.split}")
+    trained = api.load(args.workdir, args.step)
+    summary, tokens, seconds = trained.evaluate_timed(args.split)
+    print(f"step {trained.step}, split {args.split}")
     for key, value in summary.items():
         print(f"eval/{key} {value:.6f}")
-    print(f"eval tokens {int(tokens)}, tokens/s {tokens / seconds:,.0f}")
+    print(f"eval tokens {tokens}, tokens/s {tokens / seconds:,.0f}")
     return 0
 
 
 def cmd_generate(args) -> int:
-    from nlpjax.inference.decode import Generator, SamplingConfig
-    from nlpjax.inference.prompt import encode_prompt
-    from nlpjax.inference.text_stream import TextStream
+    from nlpjax import api
 
-    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     if args.max_new_tokens < 0:
         raise ValueError("--max_new_tokens must be >= 0")
     _not_a_file(args.workdir, "--workdir")
-    run, _ = restore_at(args.workdir, None)
-    tokenizer = run.task.tokenizer
-    prompt = encode_prompt(tokenizer, args.prompt, f"{args.workdir}/tokenizer.json")
-    banned = tokenizer.non_text_ids()
-    generator = Generator(run.task.model, run.state.params, sampling, banned)
+    trained = api.load(args.workdir)
+    generator = trained.generator(args.temperature, args.top_k, args.top_p)
+    generator.encode(args.prompt)  # a prompt it cannot encode fails before any output
     stream = sys.stdout.isatty() if args.stream is None else args.stream
     out = sys.stdout
     out.write(args.prompt)
-    start, count = time.perf_counter(), 0
+    start = time.perf_counter()
     if stream:
-        text = TextStream(tokenizer)
-        for token_B in generator.stream(prompt[None], args.max_new_tokens, seed=args.seed):
-            count += 1
-            out.write(text.push(token_B))
+        for piece in generator.stream(args.prompt, args.max_new_tokens, seed=args.seed):
+            out.write(piece)
             out.flush()
-        out.write(text.flush())
     else:
-        ids = generator.generate(prompt[None], args.max_new_tokens, seed=args.seed)
-        count = ids.shape[1]
-        out.write(tokenizer.decode(ids[0]))
+        out.write(generator.generate(args.prompt, args.max_new_tokens, seed=args.seed))
     out.write("\n")
     out.flush()
     seconds = time.perf_counter() - start
+    count = generator.num_generated
     rate = f", {count / seconds:,.1f} tokens/s" if count and seconds > 0 else ""
     print(f"generated {count} tokens in {seconds:.2f} s{rate}", file=sys.stderr)
     return 0
@@ -446,14 +394,13 @@ def cmd_plot(args) -> int:
 
 
 def cmd_data(args, overrides) -> int:
-    from nlpjax.config import load_config
-    from nlpjax.data.inspect import report
-    from nlpjax.tasks import TASKS
+    from nlpjax import api
 
     if args.num_examples < 0:
         raise ValueError("--num_examples must be >= 0")
-    config = load_config(args.config, overrides)
-    print(report(TASKS[config.task](config, None), args.split, args.num_examples))
+    config = api.load_config(args.config, overrides)
+    task = api.task_class(config)(config, None)
+    print(task.describe_data(args.split, args.num_examples))
     return 0
 
 
@@ -467,10 +414,12 @@ def _dispatch(args, overrides) -> int:
 
     absl_logging.set_verbosity(absl_logging.ERROR)
 
-    from nlpjax.config import ConfigError
-    from nlpjax.data.raw import DataError
-    from nlpjax.training.checkpoint import CheckpointMismatchError
-    from nlpjax.training.loop import TrainingDiverged
+    from nlpjax.errors import (
+        CheckpointMismatchError,
+        ConfigError,
+        DataError,
+        TrainingDiverged,
+    )
 
     expected = (ConfigError, DataError, CheckpointMismatchError, FileNotFoundError, ValueError)
     try:

@@ -24,11 +24,9 @@ from typing import Any
 
 import ml_collections
 
+from nlpjax.errors import ConfigError as ConfigError  # re-exported
+
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config file, override or value is invalid; the message says how to fix it."""
 
 
 def _check(cond: bool, message: str) -> None:
@@ -340,10 +338,22 @@ def _example(current: Any) -> str:
     return str(current)
 
 
-def apply_overrides(cd: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> None:
-    """Applies ``{"optim.lr": "3e-4"}``-style overrides in place; unknown keys raise."""
+def override_text(value: Any) -> str:
+    """A Python value as override text (``True`` -> ``true``, ``(1, 2)`` -> ``(1,2)``)."""
+    if isinstance(value, str):
+        return value
+    return _example(value)
+
+
+def apply_overrides(cd: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+    """Applies ``{"optim.lr": "3e-4"}``-style overrides in place; unknown keys raise.
+
+    Values are text typed like the value they replace, as on the command line, or Python
+    values (``{"optim.lr": 3e-4}``: experiment variants, the Python API), checked alike.
+    """
     valid = flat_keys(cd)
-    for key, text in overrides.items():
+    for key, value in overrides.items():
+        text = override_text(value)
         inside = [k for k in valid if k.startswith(key + ".")]
         example = f"{key}.kind" if f"{key}.kind" in inside else (inside or [""])[0]
         if key not in valid and inside:
@@ -437,10 +447,24 @@ def build_section(cls: type, values: Mapping, path: str) -> Any:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def resolve(tree: Mapping) -> Config:
-    """Validates a (ConfigDict or plain dict) config tree into a frozen ``Config``."""
-    from nlpjax.tasks import TASKS  # tasks import this module; resolve lazily
+def task_class(name: str, tasks: Mapping[str, type]) -> type:
+    """The class registered as ``name`` in ``tasks``; an unknown name lists the known ones."""
+    if name not in tasks:
+        known = ", ".join(sorted(tasks)) or "none"
+        raise ConfigError(
+            f"unknown task {name!r}; known tasks: {known} (set the config's 'task' to one of "
+            "them, or register yours with nlpjax.register_task)"
+        )
+    return tasks[name]
 
+
+def resolve(tree: Mapping, tasks: Mapping[str, type]) -> Config:
+    """Validates a (ConfigDict or plain dict) config tree into a frozen ``Config``.
+
+    ``tasks`` maps task names to task classes (``nlpjax.TASKS`` at the faces: the CLI and
+    the Python API); the ``model`` and ``data`` sections are built with the named class's
+    ``model_config_cls`` and ``data_config_cls``. This module never imports the tasks.
+    """
     tree = tree.to_dict() if isinstance(tree, ml_collections.ConfigDict) else dict(tree)
     top = {"task", "seed", "model", "data", *GENERIC_SECTIONS}
     for key in tree:
@@ -450,9 +474,7 @@ def resolve(tree: Mapping) -> Config:
         if key not in tree:
             raise ConfigError(f"config is missing the '{key}' section")
     task_name = tree["task"]
-    if task_name not in TASKS:
-        raise ConfigError(f"unknown task {task_name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    task_cls = TASKS[task_name]
+    task_cls = task_class(task_name, tasks)
     sections = {
         name: build_section(cls, tree[name], name) for name, cls in GENERIC_SECTIONS.items()
     }
@@ -465,11 +487,13 @@ def resolve(tree: Mapping) -> Config:
     )
 
 
-def load_config(spec: str, overrides: Mapping[str, str] | None = None) -> Config:
-    """File spec (``path[:arg]``) + overrides -> validated ``Config``."""
+def load_config(
+    spec: str, overrides: Mapping[str, str] | None, tasks: Mapping[str, type]
+) -> Config:
+    """File spec (``path[:arg]``) + overrides -> validated ``Config`` (see ``resolve``)."""
     cd = load_config_file(spec)
     apply_overrides(cd, overrides or {})
-    config = resolve(cd)
+    config = resolve(cd, tasks)
     warn_odd_settings(config)
     return config
 
@@ -490,5 +514,6 @@ def warn_odd_settings(config: Config) -> list[str]:
     return warnings
 
 
-def from_json(text: str) -> Config:
-    return resolve(json.loads(text))
+def from_json(text: str, tasks: Mapping[str, type]) -> Config:
+    """A config saved with ``Config.to_json`` (see ``resolve`` for ``tasks``)."""
+    return resolve(json.loads(text), tasks)

@@ -31,7 +31,7 @@ def _tfds_dir(tmp_path_factory):
 
 @pytest.fixture
 def tiny_config():
-    from nlpjax.config import load_config
+    from nlpjax.api import load_config
 
     def make(**overrides):
         return load_config(TINY, {k.replace("__", "."): str(v) for k, v in overrides.items()})

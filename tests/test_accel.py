@@ -11,7 +11,7 @@ import pytest
 from nlpjax.inference.kv_cache import init_cache
 from nlpjax.models import attention
 from nlpjax.models.decoder import Decoder, DecoderConfig
-from nlpjax.models.precision import resolve_dtype
+from nlpjax.precision import resolve_dtype
 
 VOCAB, LENGTH = 23, 16
 

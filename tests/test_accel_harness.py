@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nlpjax.config import load_config
+from nlpjax.api import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nlpjax.api import build_run, load_config
+from nlpjax.api import train as train_and_evaluate
 from nlpjax.cli import main
-from nlpjax.config import load_config
-from nlpjax.tasks.base import stack_batches
+from nlpjax.data.pipeline import stack_batches
 from nlpjax.training.checkpoint import Checkpointer
-from nlpjax.training.loop import build_run, train_and_evaluate
 from nlpjax.training.metrics import read_metrics
 from nlpjax.training.step import make_multi_step, make_train_step
 from tests.conftest import TINY
@@ -116,8 +116,8 @@ def _mesh_losses(tiny_config, mesh, devices, microbatches):
     it = run.task.train_iterator()
     host = stack_batches([next(it) for _ in range(3)])
     step = make_train_step(run.task, run.tx, run.schedule, microbatches=microbatches)
-    compiled = parallel.compile_steps(placement, scan_steps(step))
-    state = parallel.from_host_state(placement, run.state)
+    compiled = parallel.compile_steps(placement, scan_steps(step), run.state_shardings)
+    state = parallel.place_state(placement, run.state, run.state_shardings)
     with placement.context():
         _, metrics = compiled(state, parallel.put_batches(placement, host))
     return np.asarray(parallel.metrics_of(placement, metrics)["loss"])

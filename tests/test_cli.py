@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nlpjax import cli
-from nlpjax.training.loop import restore_trained
+from nlpjax.api import restore_run as restore_trained
 from nlpjax.training.metrics import read_metrics
 from tests.conftest import REPO, TINY
 

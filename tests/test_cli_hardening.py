@@ -19,9 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nlpjax import cli
+from nlpjax import api, cli
 from nlpjax.inference.decode import Generator, SamplingConfig
-from nlpjax.training import loop
 from nlpjax.training.metrics import read_metrics
 from tests.conftest import REPO, TINY
 
@@ -196,7 +195,7 @@ class _Boosted:
 
 
 def test_reserved_ids_are_never_generated(byte_workdir, capsys, monkeypatch):
-    run, _ = loop.restore_trained(byte_workdir)
+    run, _ = api.restore_run(byte_workdir)
     tokenizer = run.task.tokenizer
     reserved = tokenizer.non_text_ids()
     for piece in ("<pad>", "<unk>", "<s>", "<pause>", "<sink>", "<reg_0>"):
@@ -211,7 +210,7 @@ def test_reserved_ids_are_never_generated(byte_workdir, capsys, monkeypatch):
         assert not np.isin(masked, reserved).any()
 
     run.task.model = model  # the CLI samples from this run, restored once above
-    monkeypatch.setattr(loop, "restore_trained", lambda workdir: (run, 20))
+    monkeypatch.setattr(api, "restore_trained", lambda workdir, tasks, step: (run, 20))
     args = ["generate", f"--workdir={byte_workdir}", "--prompt=ROMEO:", "--max_new_tokens=40"]
     code, out, err = _cli(capsys, *args, "--temperature=1", "--seed=1", "--stream")
     assert code == 0, err

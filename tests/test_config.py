@@ -2,7 +2,9 @@
 
 import pytest
 
-from nlpjax.config import ConfigError, from_json, load_config
+from nlpjax.api import load_config
+from nlpjax.config import ConfigError, apply_overrides, from_json, load_config_file, resolve
+from nlpjax.tasks.registry import TASKS
 from tests.conftest import REPO, TINY
 
 DEFAULT = str(REPO / "experiments" / "shakespeare_char.py")
@@ -105,7 +107,7 @@ def test_impossible_shapes_are_errors():
 def test_variant_and_json_round_trip():
     c = load_config(TINY)
     assert c.model.d_model == 32 and c.train.steps == 40
-    assert from_json(c.to_json()) == c
+    assert from_json(c.to_json(), TASKS) == c
 
 
 def test_unknown_key_inside_the_file_is_an_error(tmp_path):
@@ -161,3 +163,21 @@ def test_tokenizer_section_overrides_and_errors():
         load_config(DEFAULT, {"data.tokenizer.kind": "wordpiece"})
     with pytest.raises(ConfigError, match="did you mean 'data.tokenizer.vocab_size'"):
         load_config(DEFAULT, {"data.tokenizer.vocab": "500"})
+
+
+def test_python_valued_overrides_are_checked_like_command_line_ones():
+    """Experiment variants and the Python API pass Python values to apply_overrides."""
+    cd = load_config_file(DEFAULT)
+    apply_overrides(cd, {"optim.lr": 3e-4, "train.progress": False, "train.steps": 500})
+    assert (cd.optim.lr, cd.train.progress, cd.train.steps) == (3e-4, False, 500)
+    with pytest.raises(ConfigError, match="unknown config key 'optim.lrr'.*optim.lr"):
+        apply_overrides(cd, {"optim.lrr": 1e-3})
+    with pytest.raises(ConfigError, match="train.steps=.*an integer expected"):
+        apply_overrides(cd, {"train.steps": 2.5})
+
+
+def test_config_loader_takes_the_task_registry_it_is_given():
+    tree = load_config_file(TINY).to_dict()
+    assert resolve(tree, TASKS).task == "lm"
+    with pytest.raises(ConfigError, match="unknown task 'lm'; known tasks: none"):
+        resolve(tree, {})

@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from nlpjax.tasks.base import stack_batches
-from nlpjax.training.loop import build_run
+from nlpjax.api import build_run
+from nlpjax.data.pipeline import stack_batches
 from nlpjax.training.loss_scale import LossScaleState, dynamic_loss_scale
 from nlpjax.training.step import make_multi_step, make_train_step
 
@@ -47,7 +47,7 @@ def float16_and_float32_losses(tiny_config_module):
 
 @pytest.fixture(scope="module")
 def tiny_config_module():
-    from nlpjax.config import load_config
+    from nlpjax.api import load_config
     from tests.conftest import TINY
 
     return lambda **kw: load_config(TINY, {k.replace("__", "."): str(v) for k, v in kw.items()})

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from nlpjax.models import attention, positions
-from nlpjax.models.decoder import Decoder, DecoderConfig, count_params
+from nlpjax.models.decoder import Decoder, DecoderConfig
+from nlpjax.training.state import count_params
 
 
 def _init(cfg, length=8, batch=2):

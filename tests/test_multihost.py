@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nlpjax.api import train as train_and_evaluate
 from nlpjax.data import pipeline
-from nlpjax.training.loop import train_and_evaluate
 from nlpjax.training.metrics import read_metrics
 from tests.conftest import REPO, TINY
 

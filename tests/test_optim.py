@@ -8,7 +8,7 @@ import pytest
 
 from nlpjax.config import OptimConfig
 from nlpjax.models.decoder import Decoder, DecoderConfig
-from nlpjax.training.optim import decay_mask, make_optimizer
+from nlpjax.training.optim import decay_mask, make_optimizer, make_schedule
 
 
 def _decoder_params(**overrides):
@@ -50,7 +50,7 @@ def test_adamw_update_decays_exactly_the_masked_leaves():
     """With zero gradients AdamW's step is -lr * wd * p on decayed leaves and 0 elsewhere."""
     params = jax.tree_util.tree_map(jnp.ones_like, nn.meta.unbox(_decoder_params()))
     cfg = OptimConfig(lr=0.5, warmup_steps=0, schedule="constant", weight_decay=0.1)
-    tx = make_optimizer(cfg, total_steps=10)
+    tx = make_optimizer(cfg, make_schedule(cfg, 10))
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)
     mask = decay_mask(params)

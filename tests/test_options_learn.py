@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from nlpjax.tasks.base import stack_batches
-from nlpjax.training.loop import build_run
+from nlpjax.api import build_run
+from nlpjax.data.pipeline import stack_batches
 from nlpjax.training.step import make_multi_step, make_train_step
 
 STEPS = 30
@@ -88,8 +88,8 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def batches(tmp_path_factory):
-    from nlpjax.config import load_config
-    from nlpjax.tasks import TASKS
+    from nlpjax.api import load_config
+    from nlpjax.tasks.registry import TASKS
     from tests.conftest import TINY
 
     it = TASKS["lm"](load_config(TINY), None).train_iterator()

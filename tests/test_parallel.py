@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from nlpjax.api import build_run
 from nlpjax.config import ConfigError, ParallelConfig
-from nlpjax.tasks.base import stack_batches
+from nlpjax.data.pipeline import stack_batches
 from nlpjax.training import parallel
-from nlpjax.training.loop import build_run
 from nlpjax.training.step import make_train_step, scan_steps
 
 STEPS = 5
@@ -24,8 +24,8 @@ def _losses(tiny_config, mode="jit", mesh="data:1", devices=1):
     host = stack_batches([next(it) for _ in range(STEPS)])
     axis = "batch" if mode == "pmap" else None
     step = make_train_step(run.task, run.tx, run.schedule, axis_name=axis)
-    compiled = parallel.compile_steps(placement, scan_steps(step))
-    state = parallel.from_host_state(placement, run.state)
+    compiled = parallel.compile_steps(placement, scan_steps(step), run.state_shardings)
+    state = parallel.place_state(placement, run.state, run.state_shardings)
     with placement.context():
         state, metrics = compiled(state, parallel.put_batches(placement, host))
     return np.asarray(parallel.metrics_of(placement, metrics)["loss"]), state, run
@@ -33,7 +33,7 @@ def _losses(tiny_config, mode="jit", mesh="data:1", devices=1):
 
 @pytest.fixture(scope="module")
 def single(request):
-    from nlpjax.config import load_config
+    from nlpjax.api import load_config
     from tests.conftest import TINY
 
     def cfg(**kw):
@@ -121,7 +121,7 @@ def _per_step_losses(workdir):
 def test_resume_onto_other_topologies(tiny_config, tmp_path):
     import shutil
 
-    from nlpjax.training.loop import train_and_evaluate
+    from nlpjax.api import train as train_and_evaluate
 
     def cfg(steps, mesh, devices, mode="jit"):
         return tiny_config(
@@ -149,10 +149,15 @@ def test_resume_onto_other_topologies(tiny_config, tmp_path):
 
 
 def test_plan_reports_per_device_memory(tiny_config):
+    from nlpjax.tasks.lm import LMTask
     from nlpjax.training.plan import format_plan, plan
 
-    one = plan(tiny_config(data__batch_size=8, parallel__devices=1, parallel__mesh="data:1"))
-    fsdp = plan(tiny_config(data__batch_size=8, parallel__devices=8, parallel__mesh="fsdp:8"))
+    one = plan(
+        tiny_config(data__batch_size=8, parallel__devices=1, parallel__mesh="data:1"), LMTask
+    )
+    fsdp = plan(
+        tiny_config(data__batch_size=8, parallel__devices=8, parallel__mesh="fsdp:8"), LMTask
+    )
     assert one["num_params"] == fsdp["num_params"] == 19744
     assert one["params_bytes"] == 19744 * 4
     assert one["opt_state_bytes"] >= 2 * 19744 * 4  # adam mu and nu
@@ -164,12 +169,13 @@ def test_plan_reports_per_device_memory(tiny_config):
 
 
 def test_plan_refuses_impossible_layouts(tiny_config):
+    from nlpjax.tasks.lm import LMTask
     from nlpjax.training.plan import plan
 
     with pytest.raises(ConfigError, match="data.batch_size=4 is not divisible"):
-        plan(tiny_config(parallel__devices=8, parallel__mesh="data:8"))
+        plan(tiny_config(parallel__devices=8, parallel__mesh="data:8"), LMTask)
     with pytest.raises(ConfigError, match="has 4 devices but 8 are in use"):
-        plan(tiny_config(parallel__devices=8, parallel__mesh="data:4"))
+        plan(tiny_config(parallel__devices=8, parallel__mesh="data:4"), LMTask)
 
 
 def test_multihost_flags_must_come_together(capsys):
@@ -179,3 +185,13 @@ def test_multihost_flags_must_come_together(capsys):
     code = cli.main(["train", f"--config={TINY}", "--workdir=/tmp/x", "--num_processes=2"])
     assert code == 2
     assert "need all of --coordinator_address" in capsys.readouterr().err
+
+
+def test_state_shardings_are_returned_not_stored(tiny_config):
+    """The placement keeps no state shardings for compile_steps to find later."""
+    config = tiny_config(parallel__mesh="data:2,fsdp:2,tensor:2", parallel__devices=8)
+    run = build_run(config, None, parallel.build_placement(config.parallel))
+    assert not hasattr(run.placement, "state_shardings")
+    kernel = run.state_shardings.params["block_0"]["mlp"]["wi"]["kernel"]
+    assert kernel.spec == P("fsdp", "tensor")
+    assert run.state.params["block_0"]["mlp"]["wi"]["kernel"].sharding == kernel

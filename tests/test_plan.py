@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
+from nlpjax.api import load_config
 from nlpjax.cli import main
-from nlpjax.config import load_config
+from nlpjax.tasks.lm import LMTask
 from nlpjax.training.plan import format_plan, plan
 from tests.conftest import REPO, TINY
 
@@ -27,7 +28,9 @@ def _overrides(mesh):
 
 @pytest.fixture(scope="module")
 def reports():
-    return {mesh: plan(load_config(TINY, _overrides(mesh))) for mesh in ("data:8", "fsdp:8")}
+    return {
+        mesh: plan(load_config(TINY, _overrides(mesh)), LMTask) for mesh in ("data:8", "fsdp:8")
+    }
 
 
 def test_fsdp_shards_params_and_optimizer_state_data_replicates_them(reports):

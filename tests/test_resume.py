@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from nlpjax import cli
-from nlpjax.config import load_config
-from nlpjax.training.loop import build_run, restore_trained, train_and_evaluate
+from nlpjax.api import build_run, load_config
+from nlpjax.api import restore_run as restore_trained
+from nlpjax.api import train as train_and_evaluate
 from nlpjax.training.metrics import read_metrics
 from nlpjax.training.resume import describe_effects, diff_configs, is_allowed, read_history
 from nlpjax.training.workdir_lock import LOCK_FILE, WorkdirLock

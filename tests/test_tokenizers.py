@@ -225,7 +225,7 @@ def test_sentencepiece_file_of_the_earlier_layout_keeps_its_fingerprint(tmp_path
 
 def test_changed_tokenizer_on_resume_is_exit_2_and_keeps_the_workdir(tmp_path, capsys):
     from nlpjax import cli
-    from nlpjax.config import load_config
+    from nlpjax.api import load_config
     from nlpjax.tasks.lm import LMTask
     from tests.conftest import TINY
 
@@ -244,11 +244,13 @@ def test_changed_tokenizer_on_resume_is_exit_2_and_keeps_the_workdir(tmp_path, c
 
 
 def test_config_json_with_a_tokenizer_string_reads_as_its_kind():
-    from nlpjax.config import from_json, load_config
+    from nlpjax.api import load_config
+    from nlpjax.config import from_json
+    from nlpjax.tasks.registry import TASKS
     from tests.conftest import TINY
 
     config = load_config(TINY)
     tree = json.loads(config.to_json())
     assert tree["data"]["tokenizer"]["kind"] == "char"
     tree["data"]["tokenizer"] = "char"  # what config.json held before the section existed
-    assert from_json(json.dumps(tree)) == config
+    assert from_json(json.dumps(tree), TASKS) == config

@@ -7,15 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nlpjax.tasks.base import stack_batches
+from nlpjax.api import build_run
+from nlpjax.api import restore_run as restore_trained
+from nlpjax.api import train as train_and_evaluate
+from nlpjax.data.pipeline import stack_batches
+from nlpjax.errors import TrainingDiverged
 from nlpjax.tasks.lm import LMTask
 from nlpjax.training.checkpoint import Checkpointer, CheckpointMismatchError
-from nlpjax.training.loop import (
-    TrainingDiverged,
-    build_run,
-    restore_trained,
-    train_and_evaluate,
-)
 from nlpjax.training.metrics import read_metrics
 from nlpjax.training.step import make_multi_step, make_train_step
 from nlpjax.training.workdir_lock import LOCK_FILE as LOCK
@@ -65,7 +63,7 @@ def test_fused_steps_equal_single_steps(tiny_config):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished tiny run (checkpoints at steps 20 and 40) and its summary."""
-    from nlpjax.config import load_config
+    from nlpjax.api import load_config
     from tests.conftest import TINY
 
     workdir = tmp_path_factory.mktemp("trained")

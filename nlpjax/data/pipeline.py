@@ -191,10 +191,14 @@ def iterator(
     return DataIterator(ds, vocabulary, vocab_file)
 
 
+def stack_batches(batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """[batch, ...] -> one batch whose arrays have a new leading axis (one row a batch)."""
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
 def take_stacked(ds: grain.MapDataset, n: int) -> dict[str, np.ndarray]:
     """The first ``n`` elements of ``ds`` stacked on a new leading axis."""
-    items = [ds[i] for i in range(n)]
-    return {k: np.stack([it[k] for it in items]) for k in items[0]}
+    return stack_batches([ds[i] for i in range(n)])
 
 
 def read_options(threads: int) -> grain.ReadOptions:

@@ -15,11 +15,9 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from nlpjax.errors import DataError as DataError  # re-exported
+
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "nlpjax" / "data"
-
-
-class DataError(ValueError):
-    """Missing, empty or malformed input data; the message names the file and the fix."""
 
 
 def data_dir() -> Path:

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 
-from nlpjax.data.raw import DataError
 from nlpjax.data.tfds_builders import parallel_corpus, text_corpus
 from nlpjax.data.tfds_builders.common import prepared_source, tfds_data_dir
+from nlpjax.errors import DataError
 
 KINDS = ("text_corpus", "parallel_corpus", "files", "parallel", "tfds")
 _OPTIONS = {

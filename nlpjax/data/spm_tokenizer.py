@@ -15,7 +15,6 @@ import numpy as np
 import sentencepiece as spm
 from jaxtyping import Int
 
-from nlpjax.data.raw import DataError
 from nlpjax.data.special_tokens import (
     BOS_ID,
     EOS_ID,
@@ -26,6 +25,7 @@ from nlpjax.data.special_tokens import (
     SpecialIdsMixin,
     decode_with_specials,
 )
+from nlpjax.errors import DataError
 
 _MAX_SENTENCE_BYTES = 1 << 14  # longer training lines are cut, not skipped
 

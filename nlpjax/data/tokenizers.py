@@ -18,16 +18,12 @@ import numpy as np
 from etils import epath
 from jaxtyping import Int
 
-from nlpjax.data.raw import DataError
 from nlpjax.data.special_tokens import NUM_SPECIAL, ExtraIds, SpecialIdsMixin, decode_with_specials
 from nlpjax.data.spm_tokenizer import SentencePieceTokenizer
 from nlpjax.data.word_tokenizer import WordTokenizer
+from nlpjax.errors import DataError, VocabularyMismatchError
 
 logger = logging.getLogger(__name__)
-
-
-class VocabularyMismatchError(DataError):
-    """A saved vocabulary differs from the one a checkpoint or config expects."""
 
 
 class Tokenizer(Protocol):

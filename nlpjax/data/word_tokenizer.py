@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from jaxtyping import Int
 
-from nlpjax.data.raw import DataError
 from nlpjax.data.special_tokens import NUM_SPECIAL, UNK_ID, ExtraIds, SpecialIdsMixin
+from nlpjax.errors import DataError
 
 
 class WordTokenizer(SpecialIdsMixin):

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from nlpjax.models import positions as pos_lib
 from nlpjax.models.layers import default_kernel_init, param_with_axes
-from nlpjax.models.precision import f32_accumulation
+from nlpjax.precision import f32_accumulation
 from nlpjax.types import Array, Bool, Float, Int
 
 NEG_INF = -1e30

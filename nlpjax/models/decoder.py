@@ -5,7 +5,7 @@ Token embedding, selectable positions (learned, sinusoidal, RoPE), pre-norm bloc
 causal multi-head attention and a GELU MLP, final norm, optionally tied output
 embedding. ``decode=True`` runs against a KV cache for fast generation.
 
-Precision (``model.dtype``/``model.param_dtype``, see ``nlpjax.models.precision``):
+Precision (``model.dtype``/``model.param_dtype``, see ``nlpjax.precision``):
 parameters are stored in ``param_dtype`` and cast to the compute dtype at use; the
 residual stream between sublayers stays float32, norms compute in float32 and hand the
 compute dtype to the attention and MLP, whose outputs are added back in float32; the
@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nlpjax.config import ConfigError
+from nlpjax.errors import ConfigError
 from nlpjax.models import positions as pos_lib
 from nlpjax.models.attention import (
     IMPLEMENTATIONS,
@@ -30,7 +30,7 @@ from nlpjax.models.attention import (
     segment_mask,
 )
 from nlpjax.models.layers import ACTIVATIONS, MLP, Dense, Norm, param_with_axes
-from nlpjax.models.precision import (
+from nlpjax.precision import (
     DTYPE_CHOICES,
     DTYPES,
     RESIDUAL_DTYPE,
@@ -267,10 +267,6 @@ class Decoder(nn.Module):
         logits_BLV = logits.reshape(B, L, cfg.vocab_size)
         chex.assert_shape(logits_BLV, (B, L, cfg.vocab_size))
         return logits_BLV
-
-
-def count_params(params) -> int:
-    return sum(x.size for x in jax.tree_util.tree_leaves(params))
 
 
 def flops_per_token(cfg: DecoderConfig, context: int) -> float:

@@ -3,7 +3,7 @@
 Dense layers work on 2-D (tokens, features) matrices: XLA:CPU runs one large 2-D matmul
 (and its weight gradient) much faster than the same contraction over (B, L, D).
 Every layer stores parameters in ``param_dtype`` and computes in ``dtype`` (see
-``nlpjax.models.precision``); norms compute their statistics in float32.
+``nlpjax.precision``); norms compute their statistics in float32.
 """
 
 from collections.abc import Callable

@@ -1,5 +1,6 @@
-"""Tasks: one per model family. ``TASKS`` maps a config's ``task`` name to its class."""
+"""Tasks: one per model family (``base.Task`` is the interface).
 
-from nlpjax.tasks.lm import LMTask
-
-TASKS = {"lm": LMTask}
+This package imports nothing: the registry of families is ``nlpjax.tasks.registry``
+(``nlpjax.TASKS``), imported by the faces only, so ``import nlpjax.tasks.base`` (the
+loop's view of a task) loads no family.
+"""

@@ -2,13 +2,21 @@
 
 A task ties a model, its data, its loss and its evaluation together. The loop, the
 checkpointing, the CLI and the step builders use nothing else, so adding a model family
-means adding a task (plus its model and configs) without touching them.
+means adding a task (plus its model and configs) without touching them. A task class is
+registered by name in ``nlpjax.TASKS`` (``nlpjax.register_task``); the faces (CLI and
+``nlpjax.api``) look it up and pass it to the config loader and the loop, which never
+import a family.
+
+Today evaluation is a loss average (``eval_batches`` + ``loss`` + ``eval_summary``), the
+update is the shared optax path and the carry is replicated; later revisions of this
+interface may add hooks with those as their defaults (an ``evaluate`` that sees the
+params, a task's own update rule, a carry with a batch axis), so a task written against
+this one keeps working.
 """
 
 from typing import Any, ClassVar, Protocol
 
 import grain
-import numpy as np
 
 from nlpjax.config import Config
 from nlpjax.types import Batch, Metrics, Params, PRNGKey
@@ -68,7 +76,12 @@ class Task(Protocol):
     def model_signature(self) -> dict[str, Any]:
         """What a checkpoint must match to be restored into this task."""
 
+    # -- faces (CLI and nlpjax.api): optional for a task that has no text to show ----------
 
-def stack_batches(batches: list[Batch]) -> Batch:
-    """[batch, ...] -> one batch with a new leading axis."""
-    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+    def generator(self, params: Params, sampling: Any) -> Any:
+        """A text generator for ``params``: ``.generate(prompt, max_new_tokens, seed)`` and
+        ``.stream(...)`` (see ``nlpjax.inference.text_generator.TextGenerator``). The task
+        picks the decoding (decoder-only today, an encoder-decoder's next)."""
+
+    def describe_data(self, split: str, num_examples: int) -> str:
+        """The text ``nlpjax data inspect`` prints for this task's data."""

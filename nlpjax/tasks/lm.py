@@ -8,7 +8,6 @@ import dataclasses
 import math
 from typing import Any
 
-import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
@@ -17,9 +16,8 @@ import optax
 from etils import epath
 from jax.experimental import multihost_utils
 
-from nlpjax.config import Config, ConfigError
-from nlpjax.data import pipeline
-from nlpjax.data.raw import DataError
+from nlpjax.config import Config
+from nlpjax.data import inspect, pipeline
 from nlpjax.data.sources import load_documents, parse_dataset
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
@@ -28,8 +26,11 @@ from nlpjax.data.tokenizers import (
     restore_or_build,
     save_tokenizer,
 )
+from nlpjax.errors import ConfigError, DataError
+from nlpjax.inference.decode import Generator
+from nlpjax.inference.text_generator import TextGenerator
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
-from nlpjax.models.precision import resolve_dtype
+from nlpjax.precision import resolve_dtype
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -216,5 +217,14 @@ class LMTask:
     def model_signature(self) -> dict:
         return {"task": self.config.task, "model": self.config.model.signature()}
 
-    def logical_specs(self, variables) -> Any:
-        return nn.get_partition_spec(variables)
+    # -- faces: generation and data inspection ---------------------------------------------
+
+    def generator(self, params, sampling) -> TextGenerator:
+        """Samples text from ``params`` with ``sampling`` (a ``SamplingConfig``), using the
+        KV-cached decoder; ids that stand for no text are never generated."""
+        tokens = Generator(self.model, params, sampling, self.tokenizer.non_text_ids())
+        return TextGenerator(tokens, self.tokenizer, self._tokenizer_file)
+
+    def describe_data(self, split: str, num_examples: int) -> str:
+        """The ``nlpjax data inspect`` report: sizes, vocabulary, decoded batches, speed."""
+        return inspect.report(self, split, num_examples)

@@ -20,12 +20,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from nlpjax.config import CheckpointConfig
+from nlpjax.errors import CheckpointMismatchError
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint in a workdir belongs to a different model or task."""
 
 
 def describe_mismatch(saved: dict, current: dict, prefix: str = "") -> list[str]:

@@ -13,24 +13,20 @@ import json
 import logging
 import math
 import signal
-from dataclasses import dataclass
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from nlpjax.config import Config, ConfigError, ParallelConfig, build_section, from_json
-from nlpjax.tasks import TASKS
-from nlpjax.tasks.base import stack_batches
+from nlpjax.config import Config, build_section
+from nlpjax.data.pipeline import stack_batches
+from nlpjax.errors import ConfigError, TrainingDiverged
 from nlpjax.training import metrics as metrics_lib
 from nlpjax.training import parallel, resume
 from nlpjax.training.checkpoint import Checkpointer, check_signature
-from nlpjax.training.loss_scale import dynamic_loss_scale, wants_loss_scaling
-from nlpjax.training.optim import make_optimizer, make_schedule
-from nlpjax.training.state import TrainState
+from nlpjax.training.run import CHECKPOINT_DIR, Run, build_run
 from nlpjax.training.step import (
     check_microbatches,
     make_eval_fn,
@@ -41,10 +37,6 @@ from nlpjax.training.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = resume.CONFIG_FILE
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 class StopRequest:
@@ -69,94 +61,6 @@ class StopRequest:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-@dataclass
-class Run:
-    """A task with its optimizer and initial state, ready to train, evaluate or sample.
-
-    ``state`` is laid out for ``placement`` (sharded over the mesh in jit mode; a single
-    logical copy in pmap mode, replicated by the loop). ``abstract_state`` carries the
-    target shardings for restoring a checkpoint onto this layout.
-    """
-
-    config: Config
-    task: Any
-    tx: Any
-    schedule: Any
-    state: TrainState
-    abstract_state: Any
-    placement: parallel.Placement
-    num_params: int
-
-
-def build_run(config: Config, workdir: str | epath.PathLike | None, placement=None) -> Run:
-    """Task (tokenizer from the workdir if present), optimizer and initial state.
-
-    ``placement`` defaults to a single device (what eval and generate use).
-    """
-    task = TASKS[config.task](config, workdir)
-    config = task.config
-    schedule = make_schedule(config.optim, config.train.steps)
-    tx = make_optimizer(config.optim, config.train.steps)
-    if wants_loss_scaling(config.model):  # float16 compute
-        tx = dynamic_loss_scale(tx)
-    if placement is None:
-        placement = parallel.build_placement(ParallelConfig(devices=1, mesh="data:1"))
-
-    init_fn, abstract_state = abstract_train_state(task, tx, config.seed, placement)
-    with placement.context():
-        init = jax.jit(init_fn, out_shardings=parallel.shardings_of(abstract_state))
-        state = init(jax.random.PRNGKey(config.seed))
-    num_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))
-    return Run(config, task, tx, schedule, state, abstract_state, placement, num_params)
-
-
-def abstract_train_state(task, tx, seed: int, placement: parallel.Placement):
-    """(init function, abstract TrainState with target shardings) without allocating."""
-
-    def init_boxed(rng):  # params keep their logical-axis boxes; opt_state mirrors them
-        params = task.init(rng)["params"]
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=tx.init(params),
-            rng=jax.random.fold_in(rng, 1),
-            carry=task.init_carry(),
-        )
-
-    abstract_boxed = jax.eval_shape(init_boxed, jax.random.PRNGKey(seed))
-    abstract = nn.meta.unbox(abstract_boxed)
-    shardings = parallel.shard_state(placement, nn.get_partition_spec(abstract_boxed), abstract)
-    abstract_state = jax.tree_util.tree_map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
-    return (lambda rng: nn.meta.unbox(init_boxed(rng))), abstract_state
-
-
-def load_workdir_config(workdir: str | epath.PathLike) -> Config:
-    path = epath.Path(workdir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {workdir} is not a training workdir (run `nlpjax train` first)"
-        )
-    return from_json(path.read_text())
-
-
-def restore_trained(workdir: str | epath.PathLike) -> tuple[Run, int]:
-    """Rebuilds the run saved in ``workdir`` on one device; restores its latest checkpoint."""
-    config = load_workdir_config(workdir)
-    run = build_run(config, workdir)
-    ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", config.checkpoint)
-    if ckpt.latest_step() is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {epath.Path(workdir) / 'checkpoints'}: train first "
-            f"(nlpjax train --config=... --workdir={workdir})"
-        )
-    step, state, _ = ckpt.restore(run.abstract_state)
-    ckpt.close()
-    run.state = state
-    return run, step
 
 
 def _check_workdir(workdir: epath.Path, run: Run, ckpt: Checkpointer) -> None:
@@ -243,7 +147,10 @@ class _Loop:
         train_step = make_train_step(
             task, run.tx, run.schedule, axis_name=axis, microbatches=cfg.train.microbatches
         )
-        self.multi_step = parallel.compile_steps(placement, scan_steps(train_step), "batch")
+        self.state_shardings = run.state_shardings
+        self.multi_step = parallel.compile_steps(
+            placement, scan_steps(train_step), self.state_shardings, "batch"
+        )
         self.eval_fn = make_eval_fn(task)
         self.eval_batches = parallel.put_eval_batches(placement, task.eval_batches())
         self.train_log = _TrainLog(writer, cfg, bar)
@@ -257,7 +164,7 @@ class _Loop:
         )
 
     def evaluate(self, state, step: int) -> dict:
-        params = parallel.to_host_state(self.placement, state).params
+        params = parallel.logical_state(self.placement, state).params
         with self.placement.context():
             ev = self.task.eval_summary(self.eval_fn(params, self.eval_batches))
         self.writer.write(step, {f"eval/{k}": v for k, v in ev.items()})
@@ -267,14 +174,14 @@ class _Loop:
     def save(self, state, step: int) -> None:
         # Save a copy: the next dispatch donates (reuses) the state's buffers while the
         # asynchronous save may still be reading them.
-        logical = parallel.to_host_state(self.placement, state)
+        logical = parallel.logical_state(self.placement, state)
         snapshot = jax.tree_util.tree_map(jnp.copy, logical)
         self.ckpt.save(step, snapshot, self.data_it.get_state(), self.signature)
 
     def train(self, state, start: int) -> tuple[Any, int, dict]:
         cfg, total, k = self.cfg, self.cfg.train.steps, self.cfg.train.steps_per_dispatch
         step, pending, last_good, summary = start, None, self.ckpt.latest_step(), {}
-        state = parallel.from_host_state(self.placement, state)
+        state = parallel.place_state(self.placement, state, self.state_shardings)
         with StopRequest() as stop:
             while step < total:
                 n = min(k - step % k, total - step)
@@ -310,8 +217,9 @@ class _Loop:
         return state, step, summary
 
 
-def train_and_evaluate(config: Config, workdir: str | epath.PathLike) -> dict:
-    """Trains (or resumes) ``config`` in ``workdir``; returns a summary dict.
+def train_and_evaluate(config: Config, workdir: str | epath.PathLike, *, task_cls: type) -> dict:
+    """Trains (or resumes) ``config`` in ``workdir`` with the task class ``task_cls``
+    (registered under ``config.task``; the faces look it up); returns a summary dict.
 
     Raises ``WorkdirBusyError`` while another run holds ``workdir``, and
     ``CheckpointMismatchError`` (``ConfigChangeError``) before writing anything when the
@@ -320,20 +228,20 @@ def train_and_evaluate(config: Config, workdir: str | epath.PathLike) -> dict:
     workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir, enabled=jax.process_index() == 0):
-        return _train_locked(config, workdir)
+        return _train_locked(config, workdir, task_cls)
 
 
-def _train_locked(config: Config, workdir: epath.Path) -> dict:
+def _train_locked(config: Config, workdir: epath.Path, task_cls: type) -> dict:
     placement = parallel.build_placement(config.parallel)
-    run = build_run(config, workdir, placement)
+    run = build_run(config, workdir, placement, task_cls=task_cls)
     config, task = run.config, run.task
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
     check_microbatches(task.global_batch_size(), placement.data_parallel, config.train.microbatches)
-    ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
+    ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint)
     try:
         _check_workdir(workdir, run, ckpt)
         resumed = ckpt.latest_step() is not None
-        saved = resume.read_saved(workdir) if resumed else None
+        saved = resume.read_saved(workdir, {config.task: task_cls}) if resumed else None
         changes = {}
         if saved is not None:
             changes = resume.check_changes(saved, config, run.abstract_state.params, workdir)

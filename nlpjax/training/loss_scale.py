@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nlpjax.models.precision import resolve_dtype
+from nlpjax.precision import resolve_dtype
 
 
 class LossScaleState(NamedTuple):

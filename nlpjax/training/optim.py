@@ -57,8 +57,9 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(lambda path, _: decays(_param_name(path)), params)
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    schedule = make_schedule(cfg, total_steps)
+def make_optimizer(cfg: OptimConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """AdamW (masked weight decay) or SGD following ``schedule`` (``make_schedule``'s,
+    built once by the caller, who also logs it), after global-norm clipping."""
     if cfg.name == "adamw":
         opt = optax.adamw(
             schedule,

@@ -21,7 +21,8 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nlpjax.config import ConfigError, ParallelConfig
+from nlpjax.config import ParallelConfig
+from nlpjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +179,15 @@ class Placement:
 
     ``run_steps(fn)`` compiles ``fn(state, batches) -> (state, metrics)`` for the mode;
     ``put_batches`` turns host batches (steps, per-host batch, ...) into device arrays;
-    ``to_host_state``/``from_host_state`` convert between the mode's state and the
-    single logical state that checkpoints hold.
+    ``place_state``/``logical_state`` convert between the single logical state that
+    checkpoints hold and the mode's layout. The state's shardings are not kept here:
+    ``state_shardings`` returns them and the caller passes them on.
     """
 
     mode: str
     mesh: Mesh | None
     devices: list
     rules: tuple
-    state_shardings: Any = None
 
     @property
     def data_parallel(self) -> int:
@@ -213,16 +214,12 @@ def build_placement(cfg: ParallelConfig) -> Placement:
     return Placement("jit", mesh, list(mesh.devices.flat), rules)
 
 
-def shard_state(placement: Placement, logical_specs, abstract_state) -> Any:
-    """Shardings (jit) for a state; stored on the placement and returned."""
+def state_shardings(placement: Placement, logical_specs, abstract_state) -> Any:
+    """Shardings of a (logical) state: over the mesh (jit), or on the first device (pmap)."""
     if placement.mode == "jit":
-        placement.state_shardings = tree_shardings(
-            logical_specs, abstract_state, placement.mesh, placement.rules
-        )
-    else:
-        single = jax.sharding.SingleDeviceSharding(placement.devices[0])
-        placement.state_shardings = jax.tree_util.tree_map(lambda _: single, abstract_state)
-    return placement.state_shardings
+        return tree_shardings(logical_specs, abstract_state, placement.mesh, placement.rules)
+    single = jax.sharding.SingleDeviceSharding(placement.devices[0])
+    return jax.tree_util.tree_map(lambda _: single, abstract_state)
 
 
 def batch_sharding(placement: Placement, ndim: int) -> NamedSharding:
@@ -248,14 +245,16 @@ def put_batches(placement: Placement, batches: dict) -> dict:
 
 def put_eval_batches(placement: Placement, batches: dict) -> dict:
     """Eval batches: split over the mesh (jit), or on the first device (pmap, which
-    evaluates the logical state returned by ``to_host_state``)."""
+    evaluates the logical state returned by ``logical_state``)."""
     if placement.mode == "pmap":
         return jax.device_put(batches, placement.devices[0])
     return put_batches(placement, batches)
 
 
-def compile_steps(placement: Placement, multi_step: Callable, axis_name: str = "batch"):
-    """jit (with shardings) or pmap of ``multi_step(state, batches)``."""
+def compile_steps(
+    placement: Placement, multi_step: Callable, shardings: Any, axis_name: str = "batch"
+):
+    """jit or pmap of ``multi_step(state, batches)``; ``shardings`` are the state's (jit)."""
     if placement.mode == "pmap":
         return jax.pmap(
             multi_step, axis_name=axis_name, devices=placement.devices, donate_argnums=0
@@ -263,19 +262,20 @@ def compile_steps(placement: Placement, multi_step: Callable, axis_name: str = "
     replicated = NamedSharding(placement.mesh, P())
     return jax.jit(
         multi_step,
-        in_shardings=(placement.state_shardings, None),
-        out_shardings=(placement.state_shardings, replicated),
+        in_shardings=(shardings, None),
+        out_shardings=(shardings, replicated),
         donate_argnums=0,
     )
 
 
-def from_host_state(placement: Placement, state) -> Any:
-    """A logical state -> the mode's layout (sharded, or replicated per device)."""
+def place_state(placement: Placement, state, shardings: Any) -> Any:
+    """A logical state -> the mode's layout: laid out with ``shardings`` (jit), or one
+    replica per device on a new leading axis (pmap)."""
     if placement.mode == "pmap":
         n = len(placement.devices)
         stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), state)
         return jax.device_put(stacked, _stacked_sharding(placement))
-    return jax.device_put(state, placement.state_shardings)
+    return jax.device_put(state, shardings)
 
 
 def _stacked_sharding(placement: Placement) -> NamedSharding:
@@ -283,8 +283,9 @@ def _stacked_sharding(placement: Placement) -> NamedSharding:
     return NamedSharding(Mesh(np.asarray(placement.devices), ("devices",)), P("devices"))
 
 
-def to_host_state(placement: Placement, state) -> Any:
-    """The mode's state -> one logical state (pmap: the first local device's replica)."""
+def logical_state(placement: Placement, state) -> Any:
+    """The mode's state -> one logical state (pmap: the first local device's replica;
+    jit: the sharded state as it is). Nothing is copied to the host."""
     if placement.mode == "pmap":
         return jax.tree_util.tree_map(lambda x: x.addressable_shards[0].data[0], state)
     return state

@@ -6,13 +6,12 @@ fail here with the same errors a real run would raise.
 """
 
 import jax
-import numpy as np
 
 from nlpjax.config import Config
-from nlpjax.tasks import TASKS
 from nlpjax.training import parallel
-from nlpjax.training.loop import abstract_train_state
 from nlpjax.training.optim import make_optimizer, make_schedule
+from nlpjax.training.run import abstract_train_state
+from nlpjax.training.state import count_params
 from nlpjax.training.step import make_train_step, scan_steps
 
 
@@ -28,19 +27,21 @@ def _abstract_batches(task, steps: int, placement) -> dict:
     return out
 
 
-def plan(config: Config) -> dict:
-    """Per-device bytes of params, optimizer state and step temporaries (jit mode)."""
+def plan(config: Config, task_cls: type) -> dict:
+    """Per-device bytes of params, optimizer state and step temporaries (jit mode).
+
+    ``task_cls`` is the class registered under ``config.task`` (the CLI looks it up).
+    """
     placement = parallel.build_placement(config.parallel)
-    task = TASKS[config.task](config, None)
+    task = task_cls(config, None)
     config = task.config
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
-    tx = make_optimizer(config.optim, config.train.steps)
+    schedule = make_schedule(config.optim, config.train.steps)
+    tx = make_optimizer(config.optim, schedule)
     _, abstract = abstract_train_state(task, tx, config.seed, placement)
     shardings = parallel.shardings_of(abstract)
     report = {
-        "num_params": int(
-            sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(abstract.params))
-        ),
+        "num_params": count_params(abstract.params),
         "devices": len(placement.devices),
         "layout": dict(placement.mesh.shape)
         if placement.mesh
@@ -49,11 +50,14 @@ def plan(config: Config) -> dict:
         "opt_state_bytes": parallel.bytes_per_device(abstract.opt_state, shardings.opt_state),
     }
     if placement.mode == "jit":
-        schedule = make_schedule(config.optim, config.train.steps)
         step = scan_steps(make_train_step(task, tx, schedule))
         batches = _abstract_batches(task, config.train.steps_per_dispatch, placement)
         with placement.context():
-            compiled = parallel.compile_steps(placement, step).lower(abstract, batches).compile()
+            compiled = (
+                parallel.compile_steps(placement, step, shardings)
+                .lower(abstract, batches)
+                .compile()
+            )
         memory = compiled.memory_analysis()
         report["temp_bytes"] = int(getattr(memory, "temp_size_in_bytes", 0))
         report["flops_per_dispatch"] = float((compiled.cost_analysis() or {}).get("flops", 0.0))

@@ -9,13 +9,14 @@ Every config a workdir trained with is appended, with the step it took effect, t
 """
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 from etils import epath
 
-from nlpjax.config import Config, ConfigError, OptimConfig, build_section, from_json
-from nlpjax.training.checkpoint import CheckpointMismatchError
+from nlpjax.config import Config, OptimConfig, build_section, from_json
+from nlpjax.errors import ConfigChangeError, ConfigError
 from nlpjax.training.optim import make_optimizer, make_schedule
 
 CONFIG_FILE = "config.json"
@@ -32,10 +33,6 @@ ALLOWED_OPTIM_KEYS = (
     "weight_decay",
     "clip_norm",
 )
-
-
-class ConfigChangeError(CheckpointMismatchError):
-    """A resume asked for a config change that the saved checkpoint cannot follow."""
 
 
 Changes = dict[str, tuple[Any, Any]]
@@ -77,7 +74,7 @@ def is_allowed(key: str) -> bool:
 
 
 def _optimizer_structure(optim: OptimConfig, steps: int, abstract_params: Any) -> Any:
-    tx = make_optimizer(optim, steps)
+    tx = make_optimizer(optim, make_schedule(optim, steps))
     return jax.tree_util.tree_structure(jax.eval_shape(tx.init, abstract_params))
 
 
@@ -146,15 +143,16 @@ def describe_effects(saved: dict, config: Config, changes: Changes, step: int) -
     return warnings
 
 
-def read_saved(workdir: epath.Path) -> dict | None:
+def read_saved(workdir: epath.Path, tasks: Mapping[str, type]) -> dict | None:
     """The saved config, resolved like a new one (older layouts, e.g. a tokenizer given as
-    a kind string or keys added since, read as today's form, so they are no change)."""
+    a kind string or keys added since, read as today's form, so they are no change).
+    ``tasks`` resolves its model and data sections (a task not in it: the raw keys)."""
     path = workdir / CONFIG_FILE
     if not path.is_file():
         return None
     text = path.read_text()
     try:
-        return from_json(text).to_dict()
+        return from_json(text, tasks).to_dict()
     except ConfigError:  # unreadable as a config today: compare the raw keys
         return json.loads(text)
 

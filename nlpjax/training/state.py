@@ -20,3 +20,8 @@ class TrainState:
     opt_state: Any
     rng: jax.Array
     carry: Any
+
+
+def count_params(params: Any) -> int:
+    """Number of parameters (scalars) in a tree of arrays or abstract arrays."""
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nlpjax.config import ConfigError
+from nlpjax.errors import ConfigError
 from nlpjax.tasks.base import Task
 from nlpjax.training.loss_scale import LossScaleState
 from nlpjax.training.state import TrainState

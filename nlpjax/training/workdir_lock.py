@@ -19,12 +19,10 @@ import socket
 
 from etils import epath
 
+from nlpjax.errors import WorkdirBusyError as WorkdirBusyError  # re-exported
+
 log = logging.getLogger(__name__)
 LOCK_FILE = "train.lock"
-
-
-class WorkdirBusyError(ValueError):
-    """Another live run holds the workdir (a user mistake: the CLI exits with code 2)."""
 
 
 class WorkdirLock:

@@ -23,7 +23,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from nlpjax.data import raw
-from nlpjax.data.raw import DataError
+from nlpjax.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,174 @@
+"""The Python API: what ``import nlpjax`` offers scripts and notebooks.
+
+``load_config`` -> ``train`` -> ``load`` -> ``Trained.evaluate`` / ``Trained.generate``;
+the CLI's train, eval and generate are thin layers over these functions, so a script
+gets the same numbers and the same text as the command line. Tasks are looked up by
+name in ``nlpjax.tasks.TASKS`` here (a face), and passed on to the config loader and
+the loop as classes.
+"""
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+from etils import epath
+
+from nlpjax import config as config_lib
+from nlpjax.config import Config
+from nlpjax.tasks.registry import TASKS, register_task
+from nlpjax.training import loop
+from nlpjax.training import run as run_lib
+from nlpjax.training.run import Run, restore_trained
+
+__all__ = ["TASKS", "Trained", "load", "load_config", "register_task", "train"]
+
+
+def load_config(
+    path_or_dict: str | epath.PathLike | Mapping | Config,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """A validated ``Config`` from an experiment file spec (``"path.py[:variant]"``), a
+    dict (or ``ConfigDict``) with every section, or a ``Config``; then ``overrides``.
+
+    Overrides are dotted keys as on the command line, e.g. ``{"optim.lr": 3e-4}``; values
+    may be strings (typed like the value they replace) or Python values.
+    """
+    overrides = dict(overrides or {})
+    if isinstance(path_or_dict, Config):
+        path_or_dict = path_or_dict.to_dict()
+    if isinstance(path_or_dict, Mapping | ml_collections.ConfigDict):
+        tree = path_or_dict
+        if not isinstance(tree, ml_collections.ConfigDict):
+            tree = ml_collections.ConfigDict(_plain(tree))
+        config_lib.apply_overrides(tree, overrides)
+        config = config_lib.resolve(tree, TASKS)
+        config_lib.warn_odd_settings(config)
+        return config
+    return config_lib.load_config(str(path_or_dict), overrides, TASKS)
+
+
+def _plain(tree: Mapping) -> dict:
+    """Nested mappings and dataclass sections -> nested dicts (tuples kept)."""
+    out = {}
+    for key, value in tree.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        out[key] = _plain(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def task_class(config: Config) -> type:
+    """The registered class of ``config.task`` (an unknown name lists the known ones)."""
+    return config_lib.task_class(config.task, TASKS)
+
+
+def train(config: Config | str | Mapping, workdir: str | epath.PathLike) -> dict:
+    """Trains (or resumes) ``config`` in ``workdir``; returns the run's summary dict.
+
+    ``config`` is a ``Config`` or anything ``load_config`` takes. The summary holds
+    ``start_step``, ``final_step``, ``num_params``, ``train_loss`` and the last
+    ``eval/...`` numbers. Raises ``nlpjax.errors.TrainingDiverged`` on a NaN/Inf loss and
+    the other ``nlpjax.errors`` for bad input (the CLI turns those into exit codes).
+    """
+    if not isinstance(config, Config):
+        config = load_config(config)
+    return loop.train_and_evaluate(config, workdir, task_cls=task_class(config))
+
+
+@dataclasses.dataclass
+class Trained:
+    """A trained workdir's checkpoint, on one device (from ``nlpjax.load``)."""
+
+    run: Run
+    step: int
+    workdir: str
+
+    @property
+    def config(self) -> Config:
+        return self.run.config
+
+    @property
+    def params(self) -> Any:
+        return self.run.state.params
+
+    @property
+    def task(self) -> Any:
+        return self.run.task
+
+    @property
+    def tokenizer(self) -> Any:
+        """The task's tokenizer (None for a task without one)."""
+        return getattr(self.run.task, "tokenizer", None)
+
+    def evaluate(self, split: str = "validation") -> dict[str, float]:
+        """The task's eval numbers on ``split`` (what ``nlpjax eval`` prints): loss,
+        perplexity and, for language models, bits per character and per UTF-8 byte."""
+        return self.evaluate_timed(split)[0]
+
+    def evaluate_timed(self, split: str = "validation") -> tuple[dict[str, float], int, float]:
+        """(numbers, tokens evaluated, seconds of the compiled evaluation)."""
+        import jax
+
+        from nlpjax.training.step import make_eval_fn
+
+        task = self.run.task
+        host_batches = task.eval_batches(split)
+        eval_fn = make_eval_fn(task)
+        batches = jax.device_put(host_batches)
+        jax.block_until_ready(eval_fn(self.params, batches))  # compile
+        start = time.perf_counter()
+        metrics = jax.block_until_ready(eval_fn(self.params, batches))
+        seconds = time.perf_counter() - start
+        summary = task.eval_summary(metrics)
+        tokens = float(metrics["weight"])
+        text_units = getattr(task, "text_units", None)  # optional Task hook (LMs)
+        if text_units is not None:
+            units = text_units(host_batches)
+            nats = float(metrics["loss"]) * tokens
+            summary["bits_per_char"] = nats / (math.log(2) * units["characters"])
+            summary["bits_per_byte"] = nats / (math.log(2) * units["bytes"])
+        return summary, int(tokens), seconds
+
+    def generator(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+        """The task's text generator for these params (``.generate`` and ``.stream``)."""
+        from nlpjax.inference.decode import SamplingConfig
+
+        return self.run.task.generator(self.params, SamplingConfig(temperature, top_k, top_p))
+
+    def generate(
+        self,
+        prompt: str = "\n",
+        max_new_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> str:
+        """The text sampled after ``prompt`` (prompt excluded), as ``nlpjax generate``
+        prints it for the same arguments and seed; ``temperature=0`` is greedy."""
+        if max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be >= 0")
+        generator = self.generator(temperature, top_k, top_p)
+        return generator.generate(prompt, max_new_tokens, seed=seed)
+
+
+def load(workdir: str | epath.PathLike, step: int | None = None) -> Trained:
+    """Opens ``workdir`` at checkpoint ``step`` (None: the latest readable one)."""
+    run, restored = restore_trained(workdir, TASKS, step)
+    return Trained(run, restored, str(workdir))
+
+
+# -- lower level: the assembled run (benchmarks, tests, custom loops) -----------------------
+
+
+def build_run(config: Config, workdir=None, placement=None) -> Run:
+    """``nlpjax.training.run.build_run`` with the task class looked up by name."""
+    return run_lib.build_run(config, workdir, placement, task_cls=task_class(config))
+
+
+def restore_run(workdir: str | epath.PathLike, step: int | None = None) -> tuple[Run, int]:
+    """(run, step) of ``workdir`` restored on one device (see ``load``)."""
+    return restore_trained(workdir, TASKS, step)

@@ -1,0 +1,138 @@
+"""Assembling a run: a task, its optimizer and its initial (or restored) state.
+
+``build_run`` is shared by training (``loop``), memory planning (``plan``) and the
+faces that evaluate or sample a trained workdir (``nlpjax.api``, the CLI). It receives
+the task class; it never looks a task up by name (the faces do, in ``nlpjax.TASKS``).
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from etils import epath
+
+from nlpjax.config import Config, ParallelConfig, from_json
+from nlpjax.training import parallel
+from nlpjax.training.checkpoint import Checkpointer
+from nlpjax.training.loss_scale import dynamic_loss_scale, wants_loss_scaling
+from nlpjax.training.optim import make_optimizer, make_schedule
+from nlpjax.training.resume import CONFIG_FILE
+from nlpjax.training.state import TrainState, count_params
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class Run:
+    """A task with its optimizer and initial state, ready to train, evaluate or sample.
+
+    ``state`` is laid out for ``placement`` (sharded over the mesh in jit mode; a single
+    logical copy in pmap mode, replicated by the loop). ``abstract_state`` carries the
+    target shardings for restoring a checkpoint onto this layout. ``schedule`` is the
+    learning-rate schedule the optimizer ``tx`` follows (built once, logged as ``lr``).
+    """
+
+    config: Config
+    task: Any
+    tx: Any
+    schedule: Any
+    state: TrainState
+    abstract_state: Any
+    placement: parallel.Placement
+    num_params: int
+
+    @property
+    def state_shardings(self) -> Any:
+        """The shardings of the logical state on ``placement`` (passed to compile)."""
+        return parallel.shardings_of(self.abstract_state)
+
+
+def build_run(
+    config: Config,
+    workdir: str | epath.PathLike | None,
+    placement: parallel.Placement | None = None,
+    *,
+    task_cls: type,
+) -> Run:
+    """Task (tokenizer from the workdir if present), optimizer and initial state.
+
+    ``task_cls`` is the class registered under ``config.task``. ``placement`` defaults to
+    a single device (what eval and generate use).
+    """
+    task = task_cls(config, workdir)
+    config = task.config
+    schedule = make_schedule(config.optim, config.train.steps)
+    tx = make_optimizer(config.optim, schedule)
+    if wants_loss_scaling(config.model):  # float16 compute
+        tx = dynamic_loss_scale(tx)
+    if placement is None:
+        placement = parallel.build_placement(ParallelConfig(devices=1, mesh="data:1"))
+
+    init_fn, abstract_state = abstract_train_state(task, tx, config.seed, placement)
+    with placement.context():
+        init = jax.jit(init_fn, out_shardings=parallel.shardings_of(abstract_state))
+        state = init(jax.random.PRNGKey(config.seed))
+    num_params = count_params(abstract_state.params)
+    return Run(config, task, tx, schedule, state, abstract_state, placement, num_params)
+
+
+def abstract_train_state(task, tx, seed: int, placement: parallel.Placement):
+    """(init function, abstract TrainState with target shardings) without allocating."""
+
+    def init_boxed(rng):  # params keep their logical-axis boxes; opt_state mirrors them
+        params = task.init(rng)["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            rng=jax.random.fold_in(rng, 1),
+            carry=task.init_carry(),
+        )
+
+    abstract_boxed = jax.eval_shape(init_boxed, jax.random.PRNGKey(seed))
+    abstract = nn.meta.unbox(abstract_boxed)
+    shardings = parallel.state_shardings(placement, nn.get_partition_spec(abstract_boxed), abstract)
+    abstract_state = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    return (lambda rng: nn.meta.unbox(init_boxed(rng))), abstract_state
+
+
+def load_workdir_config(workdir: str | epath.PathLike, tasks: Mapping[str, type]) -> Config:
+    """The config a workdir trained with (``config.json``), resolved with ``tasks``."""
+    path = epath.Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: {workdir} is not a training workdir (run `nlpjax train` first)"
+        )
+    return from_json(path.read_text(), tasks)
+
+
+def restore_trained(
+    workdir: str | epath.PathLike, tasks: Mapping[str, type], step: int | None = None
+) -> tuple[Run, int]:
+    """Rebuilds the run saved in ``workdir`` on one device and restores checkpoint
+    ``step`` (None: the latest readable one). Returns (run, restored step)."""
+    config = load_workdir_config(workdir, tasks)
+    directory = epath.Path(workdir) / CHECKPOINT_DIR
+    ckpt = Checkpointer(directory, config.checkpoint)
+    try:
+        kept = ckpt.all_steps()
+        if step is None and not kept:
+            raise FileNotFoundError(
+                f"no checkpoint in {directory}: train first "
+                f"(nlpjax train --config=... --workdir={workdir})"
+            )
+        if step is not None and step not in kept:
+            listed = ", ".join(map(str, kept)) or "none"
+            raise FileNotFoundError(
+                f"--step={step}: no checkpoint for step {step} in {directory}; kept steps: {listed}"
+            )
+        run = build_run(config, workdir, task_cls=tasks[config.task])
+        restored, run.state, _ = ckpt.restore(run.abstract_state, step)
+    finally:
+        ckpt.close()
+    return run, restored
