@@ -56,7 +56,7 @@ def base(shape: str) -> ml_collections.ConfigDict:
     )
     c.data = dict(
         dataset="tiny_shakespeare",
-        tokenizer="char",
+        tokenizer=dict(kind="char"),
         context=s["context"],
         batch_size=BATCH[shape],
         tfds_data_dir="",

@@ -10,6 +10,11 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["NLPJAX_OFFLINE"] = "1"
 REPO = Path(__file__).resolve().parents[1]
+# One XLA compilation cache for the whole test session (both xdist workers and every CLI
+# subprocess inherit it): the suite compiles the same tiny programs again and again. It
+# lives in the clone's .pytest_cache, so a fresh clone starts cold.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "xla"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 if not os.environ.get("NLPJAX_DATA_DIR"):
     os.environ["NLPJAX_DATA_DIR"] = str((REPO.parent / "shared" / "data").resolve())
 
