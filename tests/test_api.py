@@ -141,3 +141,17 @@ def test_import_nlpjax_loads_no_jax():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "['nlpjax', 'nlpjax.errors']"
+
+
+def test_the_sweep_example_tiny_variant_ranks_its_learning_rates(tmp_path):
+    """experiments/sweep_lr.py:tiny — 10 steps at lr 1e-4 barely move; at 3e-3 they do."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_lr", REPO / "experiments" / "sweep_lr.py")
+    sweep_lr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep_lr)
+    rows = sweep_lr.sweep(tmp_path, "tiny")
+    assert [r["lr"] for r in rows] == [1e-4, 3e-3]
+    slow, fast = rows
+    assert fast["loss"] < slow["loss"] - 0.1 and fast["train_loss"] < slow["train_loss"]
+    assert "bits/char" in sweep_lr.format_table(rows).splitlines()[0]
