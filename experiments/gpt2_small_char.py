@@ -56,7 +56,18 @@ def base(shape: str) -> ml_collections.ConfigDict:
     )
     c.data = dict(
         dataset="tiny_shakespeare",
-        tokenizer=dict(kind="char"),
+        tokenizer=dict(  # nlpjax.data.tokenizers.TokenizerConfig; char uses only kind
+            kind="char",  # char | byte | word | sentencepiece
+            vocab_size=8000,  # sentencepiece: pieces requested (small corpora get fewer)
+            model_type="unigram",  # sentencepiece: unigram | bpe
+            character_coverage=1.0,  # sentencepiece
+            max_train_texts=2_000_000,  # sentencepiece: training lines, at most
+            min_count=1,  # word: rarer words become <unk>
+            max_size=0,  # word: keep the most frequent words only (0 = all)
+            lowercase=False,  # word
+            num_registers=4,  # byte/word/sentencepiece: reserved register ids
+            num_sentinels=0,  # byte/word/sentencepiece: span-corruption sentinels
+        ),
         context=s["context"],
         batch_size=BATCH[shape],
         tfds_data_dir="",
@@ -106,6 +117,7 @@ VARIANTS = {
         {
             **BENCH,
             "train.steps": 30,
+            "optim.warmup_steps": 10,
             "train.log_every": 10,
             "eval.every": 30,
             "checkpoint.every": 30,

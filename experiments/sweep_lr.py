@@ -35,8 +35,9 @@ def sweep(root: Path, variant: str = "default") -> list[dict]:
         config = nlpjax.load_config(
             EXPERIMENT, {**overrides, "optim.lr": lr, "train.progress": False}
         )
-        summary = nlpjax.train(config, root / f"lr={lr:g}")
-        numbers = nlpjax.load(root / f"lr={lr:g}").evaluate()
+        workdir = root / f"lr={lr:g}"
+        summary = nlpjax.train(config, workdir)
+        numbers = nlpjax.load(workdir).evaluate()
         rows.append({"lr": lr, "train_loss": summary["train_loss"], **numbers})
     return rows
 

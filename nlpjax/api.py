@@ -43,10 +43,7 @@ def load_config(
         tree = path_or_dict
         if not isinstance(tree, ml_collections.ConfigDict):
             tree = ml_collections.ConfigDict(_plain(tree))
-        config_lib.apply_overrides(tree, overrides)
-        config = config_lib.resolve(tree, TASKS)
-        config_lib.warn_odd_settings(config)
-        return config
+        return config_lib.load_tree(tree, overrides, TASKS)
     return config_lib.load_config(str(path_or_dict), overrides, TASKS)
 
 
@@ -106,10 +103,13 @@ class Trained:
     def evaluate(self, split: str = "validation") -> dict[str, float]:
         """The task's eval numbers on ``split`` (what ``nlpjax eval`` prints): loss,
         perplexity and, for language models, bits per character and per UTF-8 byte."""
-        return self.evaluate_timed(split)[0]
+        return self.evaluate_timed(split, warm_up=False)[0]
 
-    def evaluate_timed(self, split: str = "validation") -> tuple[dict[str, float], int, float]:
-        """(numbers, tokens evaluated, seconds of the compiled evaluation)."""
+    def evaluate_timed(
+        self, split: str = "validation", warm_up: bool = True
+    ) -> tuple[dict[str, float], int, float]:
+        """(numbers, tokens evaluated, seconds of the evaluation: of the compiled one after
+        a warm-up run when ``warm_up``, else including compilation)."""
         import jax
 
         from nlpjax.training.step import make_eval_fn
@@ -118,7 +118,8 @@ class Trained:
         host_batches = task.eval_batches(split)
         eval_fn = make_eval_fn(task)
         batches = jax.device_put(host_batches)
-        jax.block_until_ready(eval_fn(self.params, batches))  # compile
+        if warm_up:
+            jax.block_until_ready(eval_fn(self.params, batches))  # compile
         start = time.perf_counter()
         metrics = jax.block_until_ready(eval_fn(self.params, batches))
         seconds = time.perf_counter() - start

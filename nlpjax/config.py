@@ -491,7 +491,14 @@ def load_config(
     spec: str, overrides: Mapping[str, str] | None, tasks: Mapping[str, type]
 ) -> Config:
     """File spec (``path[:arg]``) + overrides -> validated ``Config`` (see ``resolve``)."""
-    cd = load_config_file(spec)
+    return load_tree(load_config_file(spec), overrides, tasks)
+
+
+def load_tree(
+    cd: ml_collections.ConfigDict, overrides: Mapping[str, Any] | None, tasks: Mapping[str, type]
+) -> Config:
+    """A config tree + overrides (applied in place) -> validated ``Config``, with a warning
+    for each odd but valid setting (the common end of every way of loading a config)."""
     apply_overrides(cd, overrides or {})
     config = resolve(cd, tasks)
     warn_odd_settings(config)

@@ -268,3 +268,12 @@ def test_runtime_model_keys_may_change_on_resume(workdir, capsys):
     assert "model.remat: 'none' -> 'full'" in out and "computes differently" in out, out
     code, _, err = _cli(capsys, workdir, BASE | {"train.steps": "45", "model.d_ff": "128"})
     assert code == 2 and "model.d_ff" in err
+
+
+def test_a_dtype_change_that_adds_a_loss_scale_is_refused(workdir, capsys):
+    """float16 keeps a loss scale in the optimizer state, which a float32 checkpoint
+    lacks: refused cleanly (exit 2), not reported as a damaged checkpoint."""
+    before = _snapshot(workdir)
+    code, _, err = _cli(capsys, workdir, BASE | {"model.dtype": "float16"})
+    assert code == 2 and "model.dtype ('auto' -> 'float16')" in err, err
+    assert _snapshot(workdir) == before

@@ -160,7 +160,8 @@ class SentencePieceTokenizer(SpecialIdsMixin):
     def spec(self) -> dict:
         """The settings that built it (``vocab_size`` is the requested size, as in a config)."""
         keys = ("kind", "vocab_size", "model_type", "num_registers", "num_sentinels")
-        return {k: self.identity()[k] for k in keys}
+        identity = self.identity()
+        return {k: identity[k] for k in keys}
 
     def __eq__(self, other) -> bool:
         return isinstance(other, SentencePieceTokenizer) and other.to_dict() == self.to_dict()

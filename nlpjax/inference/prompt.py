@@ -3,6 +3,8 @@
 import numpy as np
 from jaxtyping import Int
 
+from nlpjax.errors import DataError
+
 
 def unknown_parts(tokenizer, text: str) -> list[str]:
     """The words (word vocabularies) or characters that ``tokenizer`` encodes as ``<unk>``."""
@@ -19,10 +21,10 @@ def encode_prompt(tokenizer, prompt: str, where: str) -> Int[np.ndarray, " L"]:
     if unk is not None and (ids == unk).any():
         parts = unknown_parts(tokenizer, prompt) or [prompt]
         listed = ", ".join(repr(p) for p in parts)
-        raise ValueError(
+        raise DataError(
             f"the prompt has text that the vocabulary in {where} can only encode as <unk>: "
             f"{listed}; remove or replace it"
         )
     if len(ids) == 0:
-        raise ValueError(f"the prompt {prompt!r} encodes to no tokens; give some text")
+        raise DataError(f"the prompt {prompt!r} encodes to no tokens; give some text")
     return ids

@@ -20,15 +20,16 @@ class TextStream:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self._context: list[int] = []  # the last committed ids
+        self._context_text = ""  # their decoded text
         self._pending: list[int] = []  # ids whose text is not out yet
 
     def _added_text(self) -> str:
-        before = self.tokenizer.decode(self._context) if self._context else ""
         text = self.tokenizer.decode(self._context + self._pending)
-        return text[len(before) :]
+        return text[len(self._context_text) :]
 
     def _commit(self, text: str) -> str:
         self._context = (self._context + self._pending)[-_CONTEXT:]
+        self._context_text = self.tokenizer.decode(self._context) if self._context else ""
         self._pending = []
         return text
 

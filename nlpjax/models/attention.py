@@ -79,7 +79,7 @@ def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
 
 
 def cudnn_unsupported_reason(
-    *, backend: str, dtype: Any, head_dim: int, decode: bool, extra_mask: bool, dropout: bool
+    *, backend: str, dtype: Any, head_dim: int, decode: bool, extra_mask: bool
 ) -> str | None:
     """Why cuDNN flash attention cannot run this call, or None if it can."""
     if backend != "gpu":
@@ -92,8 +92,6 @@ def cudnn_unsupported_reason(
         return "KV-cache decoding uses an explicit position mask"
     if extra_mask:
         return "segment or padding masks would become a dense bias"
-    if dropout:
-        return "it has no attention-weight dropout"
     return None
 
 
@@ -133,7 +131,6 @@ def choose_implementation(
         head_dim=head_dim,
         decode=decode,
         extra_mask=extra_mask,
-        dropout=dropout,
     )
     if reason is None:
         return "cudnn"

@@ -9,14 +9,11 @@ finite steps in a row it doubles ``scale``. The scale lives in the optimizer sta
 it is checkpointed and resumes exactly. bfloat16 and float32 runs do not use it.
 """
 
-import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-
-from nlpjax.precision import resolve_dtype
 
 
 class LossScaleState(NamedTuple):
@@ -59,9 +56,3 @@ def dynamic_loss_scale(
         return updates, LossScaleState(scale, good_steps, new_inner)
 
     return optax.GradientTransformation(init, update)
-
-
-def wants_loss_scaling(model_config: Any) -> bool:
-    """True when the model config computes in float16 (``model.dtype``, auto resolved)."""
-    names = {f.name for f in dataclasses.fields(model_config)}
-    return "dtype" in names and resolve_dtype(model_config.dtype) == jnp.float16

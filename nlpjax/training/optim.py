@@ -4,6 +4,7 @@ import jax
 import optax
 
 from nlpjax.config import OptimConfig
+from nlpjax.training.loss_scale import dynamic_loss_scale
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -74,3 +75,15 @@ def make_optimizer(cfg: OptimConfig, schedule: optax.Schedule) -> optax.Gradient
     if cfg.clip_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
     return opt
+
+
+def make_tx(
+    cfg: OptimConfig, total_steps: int, compute_dtype: str = "float32"
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(optimizer, schedule) of a run: the one place that assembles them, for training,
+    ``nlpjax plan`` and the resume checks alike. float16 compute adds dynamic loss scaling."""
+    schedule = make_schedule(cfg, total_steps)
+    tx = make_optimizer(cfg, schedule)
+    if compute_dtype == "float16":
+        tx = dynamic_loss_scale(tx)
+    return tx, schedule

@@ -9,7 +9,7 @@ import jax
 
 from nlpjax.config import Config
 from nlpjax.training import parallel
-from nlpjax.training.optim import make_optimizer, make_schedule
+from nlpjax.training.optim import make_tx
 from nlpjax.training.run import abstract_train_state
 from nlpjax.training.state import count_params
 from nlpjax.training.step import make_train_step, scan_steps
@@ -36,8 +36,7 @@ def plan(config: Config, task_cls: type) -> dict:
     task = task_cls(config, None)
     config = task.config
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
-    schedule = make_schedule(config.optim, config.train.steps)
-    tx = make_optimizer(config.optim, schedule)
+    tx, schedule = make_tx(config.optim, config.train.steps, task.compute_dtype())
     _, abstract = abstract_train_state(task, tx, config.seed, placement)
     shardings = parallel.shardings_of(abstract)
     report = {
@@ -50,7 +49,8 @@ def plan(config: Config, task_cls: type) -> dict:
         "opt_state_bytes": parallel.bytes_per_device(abstract.opt_state, shardings.opt_state),
     }
     if placement.mode == "jit":
-        step = scan_steps(make_train_step(task, tx, schedule))
+        microbatches = config.train.microbatches
+        step = scan_steps(make_train_step(task, tx, schedule, microbatches=microbatches))
         batches = _abstract_batches(task, config.train.steps_per_dispatch, placement)
         with placement.context():
             compiled = (

@@ -17,7 +17,8 @@ from etils import epath
 
 from nlpjax.config import Config, OptimConfig, build_section, from_json
 from nlpjax.errors import ConfigChangeError, ConfigError
-from nlpjax.training.optim import make_optimizer, make_schedule
+from nlpjax.precision import resolve_dtype
+from nlpjax.training.optim import make_schedule, make_tx
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "config_history.jsonl"
@@ -73,9 +74,16 @@ def is_allowed(key: str) -> bool:
     return section == "optim" and leaf in ALLOWED_OPTIM_KEYS
 
 
-def _optimizer_structure(optim: OptimConfig, steps: int, abstract_params: Any) -> Any:
-    tx = make_optimizer(optim, make_schedule(optim, steps))
+def _optimizer_structure(
+    optim: OptimConfig, steps: int, compute_dtype: str, abstract_params: Any
+) -> Any:
+    tx, _ = make_tx(optim, steps, compute_dtype)
     return jax.tree_util.tree_structure(jax.eval_shape(tx.init, abstract_params))
+
+
+def _compute_dtype(model: Mapping) -> str:
+    """A model section's compute dtype (float32 for a model without ``dtype``)."""
+    return resolve_dtype(model.get("dtype", "float32")).name
 
 
 def check_changes(
@@ -89,11 +97,18 @@ def check_changes(
     """
     changes = diff_configs(saved, json.loads(config.to_json()))
     refused = [key for key in changes if not is_allowed(key)]
-    optim_changed = [key for key in changes if key.startswith("optim.") and key not in refused]
+    # Keys that may change the optimizer state's structure (float16 adds a loss scale).
+    optim_changed = [
+        key
+        for key in changes
+        if (key.startswith("optim.") or key == "model.dtype") and key not in refused
+    ]
     if optim_changed:
         old_optim = build_section(OptimConfig, saved["optim"], "optim")
-        old = _optimizer_structure(old_optim, saved["train"]["steps"], abstract_params)
-        new = _optimizer_structure(config.optim, config.train.steps, abstract_params)
+        old_dtype = _compute_dtype(saved["model"])
+        new_dtype = _compute_dtype(json.loads(config.to_json())["model"])
+        old = _optimizer_structure(old_optim, saved["train"]["steps"], old_dtype, abstract_params)
+        new = _optimizer_structure(config.optim, config.train.steps, new_dtype, abstract_params)
         if old != new:
             refused += optim_changed
     if refused:

@@ -17,8 +17,7 @@ from etils import epath
 from nlpjax.config import Config, ParallelConfig, from_json
 from nlpjax.training import parallel
 from nlpjax.training.checkpoint import Checkpointer
-from nlpjax.training.loss_scale import dynamic_loss_scale, wants_loss_scaling
-from nlpjax.training.optim import make_optimizer, make_schedule
+from nlpjax.training.optim import make_tx
 from nlpjax.training.resume import CONFIG_FILE
 from nlpjax.training.state import TrainState, count_params
 
@@ -64,10 +63,7 @@ def build_run(
     """
     task = task_cls(config, workdir)
     config = task.config
-    schedule = make_schedule(config.optim, config.train.steps)
-    tx = make_optimizer(config.optim, schedule)
-    if wants_loss_scaling(config.model):  # float16 compute
-        tx = dynamic_loss_scale(tx)
+    tx, schedule = make_tx(config.optim, config.train.steps, task.compute_dtype())
     if placement is None:
         placement = parallel.build_placement(ParallelConfig(devices=1, mesh="data:1"))
 

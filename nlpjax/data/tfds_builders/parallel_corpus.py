@@ -127,10 +127,12 @@ class ParallelCorpus(TemporaryDirPrepare, tfds.core.GeneratorBasedBuilder):
         return local
 
     def source_files(self) -> list[Path]:
-        """The raw files this config reads that exist now (their digests are recorded)."""
+        """A named corpus's raw files that exist now (their digests are recorded and checked);
+        none for user files, whose config name already holds their content digests."""
         cfg = self.builder_config
-        named = [p for _, src, tgt in cfg.splits for p in (src, tgt)]
-        paths = [raw.data_dir() / p if cfg.base_url else Path(p) for p in named]
+        if not cfg.base_url:
+            return []
+        paths = [raw.data_dir() / p for _, src, tgt in cfg.splits for p in (src, tgt)]
         return [p for p in paths if p.is_file()]
 
     def _split_generators(self, dl_manager):

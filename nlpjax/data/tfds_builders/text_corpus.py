@@ -111,13 +111,13 @@ class TextCorpus(TemporaryDirPrepare, tfds.core.GeneratorBasedBuilder):
         )
 
     def source_files(self) -> list:
-        """The raw files this config reads that exist now (their digests are recorded)."""
+        """The named corpus's raw file, if it exists now (its digest is recorded and checked).
+
+        User-file configs need no record: their name holds their files' content digests
+        (``files_digest``), so changed files are a new config, prepared afresh."""
         cfg = self.builder_config
-        if cfg.relpath:
-            path = raw.data_dir() / cfg.relpath
-            return [path] if path.is_file() else []
-        patterns = [*cfg.train_paths, *cfg.validation_paths]
-        return [p for pattern in patterns for p in _existing_matches(pattern)]
+        path = raw.data_dir() / cfg.relpath if cfg.relpath else None
+        return [path] if path is not None and path.is_file() else []
 
     def _split_generators(self, dl_manager):
         cfg = self.builder_config
@@ -152,13 +152,6 @@ class TextCorpus(TemporaryDirPrepare, tfds.core.GeneratorBasedBuilder):
                 count += 1
         if count == 0:
             raise raw.DataError(f"the corpus is empty: no text in the files of {list(patterns)}")
-
-
-def _existing_matches(pattern: str) -> list:
-    try:
-        return raw.expand_paths([pattern])
-    except raw.DataError:  # gone since preparation: nothing to compare
-        return []
 
 
 BUILDERS = {"text_corpus": TextCorpus}
