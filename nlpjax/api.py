@@ -112,22 +112,21 @@ class Trained:
         a warm-up run when ``warm_up``, else including compilation)."""
         import jax
 
-        from nlpjax.training.step import make_eval_fn
+        from nlpjax.training.evaluation import Evaluation
 
         task = self.run.task
-        host_batches = task.eval_batches(split)
-        eval_fn = make_eval_fn(task)
-        batches = jax.device_put(host_batches)
+        evaluation = Evaluation(task, self.run.placement, self.config.eval.seed, split)
+        extras = {"carry": self.run.state.carry, "step": self.step}
         if warm_up:
-            jax.block_until_ready(eval_fn(self.params, batches))  # compile
+            jax.block_until_ready(evaluation(self.params, extras))  # compile
         start = time.perf_counter()
-        metrics = jax.block_until_ready(eval_fn(self.params, batches))
+        summary = jax.block_until_ready(evaluation(self.params, extras))
         seconds = time.perf_counter() - start
-        summary = task.eval_summary(metrics)
-        tokens = float(metrics["weight"])
+        metrics = evaluation.last_metrics  # the loss average's, when the task has no hook
+        tokens = float(metrics.get("weight", 0))
         text_units = getattr(task, "text_units", None)  # optional Task hook (LMs)
-        if text_units is not None:
-            units = text_units(host_batches)
+        if text_units is not None and metrics:
+            units = text_units(evaluation.host_batches)
             nats = float(metrics["loss"]) * tokens
             summary["bits_per_char"] = nats / (math.log(2) * units["characters"])
             summary["bits_per_byte"] = nats / (math.log(2) * units["bytes"])

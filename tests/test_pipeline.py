@@ -275,3 +275,46 @@ def test_fresh_state_survives_json_although_grain_compares_it_with_tuples():
     resumed.set_state(state)
     for _ in range(5):
         np.testing.assert_array_equal(next(resumed)["targets"], next(it)["targets"])
+
+
+# -- lm_streams: contiguous rows for truncated BPTT ---------------------------------------
+
+
+def test_lm_streams_rows_continue_from_batch_to_batch():
+    tokens = np.arange(1000)
+    ds = pipeline.lm_streams(tokens, 9, 4, seed=0)
+    per_epoch = (250 - 8) // 8 - 1
+    for t in range(per_epoch - 1):
+        a, b = ds[t]["tokens"], ds[t + 1]["tokens"]
+        assert a.shape == (4, 9) and a.dtype == np.int32
+        np.testing.assert_array_equal(a[:, -1], b[:, 0])  # last target = next first input
+        np.testing.assert_array_equal(np.diff(a, axis=1), 1)  # contiguous text
+    rows = ds[0]["tokens"][:, 0]
+    np.testing.assert_array_equal(rows - rows[0], [0, 250, 500, 750])  # row r: r-th quarter
+
+
+def test_lm_streams_epochs_move_the_boundaries_and_replay_from_the_index():
+    tokens = np.arange(1000)
+    ds = pipeline.lm_streams(tokens, 9, 4, seed=3)
+    per_epoch = (250 - 8) // 8 - 1
+    offsets = {int(ds[e * per_epoch]["tokens"][0, 0]) for e in range(12)}
+    assert len(offsets) > 1 and max(offsets) < 8  # a new offset per epoch, in [0, length - 1)
+    again = pipeline.lm_streams(tokens, 9, 4, seed=3)
+    np.testing.assert_array_equal(
+        ds[5 * per_epoch + 7]["tokens"], again[5 * per_epoch + 7]["tokens"]
+    )
+
+
+def test_lm_streams_hosts_take_contiguous_row_blocks():
+    tokens = np.arange(2000)
+    whole = pipeline.lm_streams(tokens, 5, 8, seed=0)
+    parts = [pipeline.lm_streams(tokens, 5, 8, seed=0, shard=Shard(h, 4)) for h in range(4)]
+    for t in (0, 3, 200):
+        np.testing.assert_array_equal(
+            np.concatenate([p[t]["tokens"] for p in parts]), whole[t]["tokens"]
+        )
+
+
+def test_lm_streams_refuses_a_too_short_stream():
+    with pytest.raises(ValueError, match="too short for windows of 9"):
+        pipeline.lm_streams(np.arange(60), 9, 4, seed=0)

@@ -49,6 +49,49 @@ def lm_windows(
     return ds.batch(batch_size // shard.count, drop_remainder=True).map(lambda x: {"tokens": x})
 
 
+def lm_streams(
+    tokens: np.ndarray, length: int, batch_size: int, seed: int, shard: "Shard | None" = None
+) -> grain.MapDataset:
+    """Contiguous streams for truncated backpropagation through time.
+
+    The token stream is cut into ``batch_size`` rows of equal length (row r is the r-th
+    contiguous part of the corpus). Batch t holds, for every row, the ``length`` tokens
+    starting at ``offset + t * (length - 1)``: consecutive windows overlap by one token, so
+    the last target of row r at step t is the first input of row r at step t + 1, and a
+    carried hidden state continues exactly where it stopped. When a row is used up a new
+    epoch starts all rows again at an offset in ``[0, length - 1)`` drawn from (seed,
+    epoch), so window boundaries move between epochs. Element i is a pure function of
+    (seed, i), hence resumable from the index alone. With ``shard`` each host takes a
+    contiguous block of ``batch_size / count`` rows (the carry's rows on its devices).
+
+    Returns a MapDataset of {"tokens": int32 (batch_size / hosts, length)}.
+    """
+    shard = shard or Shard()
+    if batch_size % shard.count:
+        raise ValueError(f"batch size {batch_size} does not split over {shard.count} hosts")
+    if length < 2:
+        raise ValueError(f"stream windows need at least 2 tokens (inputs + targets), not {length}")
+    row_len = len(tokens) // batch_size
+    per_epoch = (row_len - (length - 1)) // (length - 1) - 1
+    if per_epoch < 1:
+        raise ValueError(
+            f"a token stream of {len(tokens)} cut into {batch_size} rows is too short for "
+            f"windows of {length}: use a smaller batch or context, or more text"
+        )
+    per_host = batch_size // shard.count
+    first = shard.index * per_host
+    rows = np.asarray(tokens[: batch_size * row_len], np.int32).reshape(batch_size, row_len)
+    rows = rows[first : first + per_host]
+
+    def window(index: int) -> dict[str, np.ndarray]:
+        epoch, t = divmod(int(index), per_epoch)
+        offset = int(np.random.default_rng([seed, epoch]).integers(0, length - 1))
+        start = offset + t * (length - 1)
+        return {"tokens": rows[:, start : start + length]}
+
+    return grain.MapDataset.range(_NUM_ELEMENTS).map(window)
+
+
 @dataclasses.dataclass(frozen=True)
 class Shard:
     """This host's part of the data: elements ``index, index + count, ...`` of every epoch."""

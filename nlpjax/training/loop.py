@@ -26,11 +26,12 @@ from nlpjax.errors import ConfigError, TrainingDiverged
 from nlpjax.training import metrics as metrics_lib
 from nlpjax.training import parallel, resume
 from nlpjax.training.checkpoint import Checkpointer, check_signature
+from nlpjax.training.evaluation import Evaluation
 from nlpjax.training.run import CHECKPOINT_DIR, Run, build_run
 from nlpjax.training.step import (
     check_microbatches,
-    make_eval_fn,
     make_train_step,
+    scan_masked_steps,
     scan_steps,
 )
 from nlpjax.training.workdir_lock import WorkdirLock
@@ -136,6 +137,21 @@ class _TrainLog:
         self.bar.set_postfix(loss=f"{self.last_loss:.4f}", refresh=False)
 
 
+def _shape_of(batch: dict) -> tuple:
+    return tuple((k, v.shape, str(v.dtype)) for k, v in sorted(batch.items()))
+
+
+def equal_shape_runs(batches: list[dict]) -> list[list[dict]]:
+    """Consecutive batches grouped into maximal runs of equal shapes, in order."""
+    runs: list[list[dict]] = []
+    for batch in batches:
+        if runs and _shape_of(runs[-1][-1]) == _shape_of(batch):
+            runs[-1].append(batch)
+        else:
+            runs.append([batch])
+    return runs
+
+
 class _Loop:
     """The body of one training run: dispatch, log, evaluate, checkpoint."""
 
@@ -151,8 +167,14 @@ class _Loop:
         self.multi_step = parallel.compile_steps(
             placement, scan_steps(train_step), self.state_shardings, "batch"
         )
-        self.eval_fn = make_eval_fn(task)
-        self.eval_batches = parallel.put_eval_batches(placement, task.eval_batches())
+        # Batches of varying shapes (length buckets): once a second shape is seen, every
+        # dispatch scans train.steps_per_dispatch steps, padded with inactive ones, so
+        # each shape compiles once.
+        self.masked_step = parallel.compile_steps(
+            placement, scan_masked_steps(train_step), self.state_shardings, "batch", masked=True
+        )
+        self.first_shape, self.varying = None, False
+        self.evaluation = Evaluation(task, placement, cfg.eval.seed)
         self.train_log = _TrainLog(writer, cfg, bar)
         self.signature = task.model_signature()
         self.throughput = metrics_lib.Throughput(
@@ -164,9 +186,8 @@ class _Loop:
         )
 
     def evaluate(self, state, step: int) -> dict:
-        params = parallel.logical_state(self.placement, state).params
-        with self.placement.context():
-            ev = self.task.eval_summary(self.eval_fn(params, self.eval_batches))
+        logical = parallel.logical_state(self.placement, state)
+        ev = self.evaluation(logical.params, {"carry": logical.carry, "step": step})
         self.writer.write(step, {f"eval/{k}": v for k, v in ev.items()})
         self.bar.write(f"step {step}: " + ", ".join(f"eval/{k} {v:.4f}" for k, v in ev.items()))
         return {f"eval/{k}": v for k, v in ev.items()}
@@ -178,6 +199,33 @@ class _Loop:
         snapshot = jax.tree_util.tree_map(jnp.copy, logical)
         self.ckpt.save(step, snapshot, self.data_it.get_state(), self.signature)
 
+    def dispatch(self, state, host: list[dict]):
+        """Trains on the host batches in order; returns (state, metrics of each step)."""
+        shapes = {_shape_of(b) for b in host}
+        self.first_shape = self.first_shape or _shape_of(host[0])
+        self.varying = self.varying or shapes != {self.first_shape}
+        if not self.varying:
+            with self.placement.context():
+                state, metrics = self.multi_step(
+                    state, parallel.put_batches(self.placement, stack_batches(host))
+                )
+            return state, parallel.metrics_of(self.placement, metrics)
+        k, parts = self.cfg.train.steps_per_dispatch, []
+        for run in equal_shape_runs(host):
+            for i in range(0, len(run), k):
+                chunk = run[i : i + k]
+                active = np.arange(k) < len(chunk)
+                padded = stack_batches(chunk + [chunk[0]] * (k - len(chunk)))
+                with self.placement.context():
+                    state, metrics = self.masked_step(
+                        state, parallel.put_batches(self.placement, padded), active
+                    )
+                metrics = parallel.metrics_of(self.placement, metrics)
+                m = len(chunk)
+                parts.append(jax.tree_util.tree_map(lambda x, m=m: x[:m], metrics))
+        metrics = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
+        return state, metrics
+
     def train(self, state, start: int) -> tuple[Any, int, dict]:
         cfg, total, k = self.cfg, self.cfg.train.steps, self.cfg.train.steps_per_dispatch
         step, pending, last_good, summary = start, None, self.ckpt.latest_step(), {}
@@ -185,12 +233,7 @@ class _Loop:
         with StopRequest() as stop:
             while step < total:
                 n = min(k - step % k, total - step)
-                host = stack_batches([next(self.data_it) for _ in range(n)])
-                with self.placement.context():
-                    state, metrics = self.multi_step(
-                        state, parallel.put_batches(self.placement, host)
-                    )
-                metrics = parallel.metrics_of(self.placement, metrics)
+                state, metrics = self.dispatch(state, [next(self.data_it) for _ in range(n)])
                 if pending is not None:
                     self.train_log.flush(pending, last_good)
                 step += n

@@ -252,17 +252,28 @@ def put_eval_batches(placement: Placement, batches: dict) -> dict:
 
 
 def compile_steps(
-    placement: Placement, multi_step: Callable, shardings: Any, axis_name: str = "batch"
+    placement: Placement,
+    multi_step: Callable,
+    shardings: Any,
+    axis_name: str = "batch",
+    masked: bool = False,
 ):
-    """jit or pmap of ``multi_step(state, batches)``; ``shardings`` are the state's (jit)."""
+    """jit or pmap of ``multi_step(state, batches)``; ``shardings`` are the state's (jit).
+
+    ``masked``: ``multi_step(state, batches, active)`` with a per-step bool mask (the
+    same on every device)."""
     if placement.mode == "pmap":
         return jax.pmap(
-            multi_step, axis_name=axis_name, devices=placement.devices, donate_argnums=0
+            multi_step,
+            axis_name=axis_name,
+            devices=placement.devices,
+            donate_argnums=0,
+            in_axes=(0, 0, None) if masked else (0, 0),
         )
     replicated = NamedSharding(placement.mesh, P())
     return jax.jit(
         multi_step,
-        in_shardings=(shardings, None),
+        in_shardings=(shardings, None, replicated) if masked else (shardings, None),
         out_shardings=(shardings, replicated),
         donate_argnums=0,
     )
@@ -270,11 +281,17 @@ def compile_steps(
 
 def place_state(placement: Placement, state, shardings: Any) -> Any:
     """A logical state -> the mode's layout: laid out with ``shardings`` (jit), or one
-    replica per device on a new leading axis (pmap)."""
+    replica per device on a new leading axis (pmap), except the carry, whose rows are
+    split over the devices like the batch's (``put_batches``)."""
     if placement.mode == "pmap":
         n = len(placement.devices)
-        stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), state)
-        return jax.device_put(stacked, _stacked_sharding(placement))
+        stacked = jax.tree_util.tree_map(
+            lambda x: jnp.broadcast_to(x, (n, *x.shape)), state.replace(carry=None)
+        )
+        carry = jax.tree_util.tree_map(
+            lambda x: jnp.reshape(x, (n, x.shape[0] // n, *x.shape[1:])), state.carry
+        )
+        return jax.device_put(stacked.replace(carry=carry), _stacked_sharding(placement))
     return jax.device_put(state, shardings)
 
 
@@ -284,10 +301,24 @@ def _stacked_sharding(placement: Placement) -> NamedSharding:
 
 
 def logical_state(placement: Placement, state) -> Any:
-    """The mode's state -> one logical state (pmap: the first local device's replica;
-    jit: the sharded state as it is). Nothing is copied to the host."""
+    """The mode's state -> one logical state (pmap: the first local device's replica,
+    and the carry's rows from every device put back in batch order; jit: the sharded
+    state as it is). Only a pmap carry passes through the host."""
     if placement.mode == "pmap":
-        return jax.tree_util.tree_map(lambda x: x.addressable_shards[0].data[0], state)
+        first = jax.tree_util.tree_map(
+            lambda x: x.addressable_shards[0].data[0], state.replace(carry=None)
+        )
+        device = next(iter(first.step.devices()))
+
+        def whole(x):
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                x = multihost_utils.process_allgather(x)
+            x = np.asarray(jax.device_get(x))
+            return jax.device_put(x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), device)
+
+        return first.replace(carry=jax.tree_util.tree_map(whole, state.carry))
     return state
 
 

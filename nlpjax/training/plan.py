@@ -9,8 +9,7 @@ import jax
 
 from nlpjax.config import Config
 from nlpjax.training import parallel
-from nlpjax.training.optim import make_tx
-from nlpjax.training.run import abstract_train_state
+from nlpjax.training.run import abstract_train_state, task_optimizer
 from nlpjax.training.state import count_params
 from nlpjax.training.step import make_train_step, scan_steps
 
@@ -36,7 +35,7 @@ def plan(config: Config, task_cls: type) -> dict:
     task = task_cls(config, None)
     config = task.config
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
-    tx, schedule = make_tx(config.optim, config.train.steps, task.compute_dtype())
+    tx, schedule = task_optimizer(task)
     _, abstract = abstract_train_state(task, tx, config.seed, placement)
     shardings = parallel.shardings_of(abstract)
     report = {

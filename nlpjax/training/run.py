@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from etils import epath
 
 from nlpjax.config import Config, ParallelConfig, from_json
+from nlpjax.tasks.base import check_carry
 from nlpjax.training import parallel
 from nlpjax.training.checkpoint import Checkpointer
 from nlpjax.training.optim import make_tx
@@ -63,7 +64,7 @@ def build_run(
     """
     task = task_cls(config, workdir)
     config = task.config
-    tx, schedule = make_tx(config.optim, config.train.steps, task.compute_dtype())
+    tx, schedule = task_optimizer(task)
     if placement is None:
         placement = parallel.build_placement(ParallelConfig(devices=1, mesh="data:1"))
 
@@ -75,8 +76,21 @@ def build_run(
     return Run(config, task, tx, schedule, state, abstract_state, placement, num_params)
 
 
+def task_optimizer(task) -> tuple[Any, Any]:
+    """(tx, schedule): the task's ``make_optimizer`` hook, else ``optim.make_tx``."""
+    hook = getattr(task, "make_optimizer", None)
+    if hook is not None:
+        return hook(task.config)
+    config = task.config
+    return make_tx(config.optim, config.train.steps, task.compute_dtype())
+
+
 def abstract_train_state(task, tx, seed: int, placement: parallel.Placement):
-    """(init function, abstract TrainState with target shardings) without allocating."""
+    """(init function, abstract TrainState with target shardings) without allocating.
+
+    The carry is checked against the carry contract (``tasks.base.check_carry``): its
+    leaves are laid out like the batch.
+    """
 
     def init_boxed(rng):  # params keep their logical-axis boxes; opt_state mirrors them
         params = task.init(rng)["params"]
@@ -89,6 +103,7 @@ def abstract_train_state(task, tx, seed: int, placement: parallel.Placement):
         )
 
     abstract_boxed = jax.eval_shape(init_boxed, jax.random.PRNGKey(seed))
+    check_carry(abstract_boxed.carry, task.global_batch_size())
     abstract = nn.meta.unbox(abstract_boxed)
     shardings = parallel.state_shardings(placement, nn.get_partition_spec(abstract_boxed), abstract)
     abstract_state = jax.tree_util.tree_map(
