@@ -1,16 +1,26 @@
 """``nlpjax plan``: per-device bytes for data vs fsdp layouts, the CLI and --simulate_devices."""
 
+import math
 import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from nlpjax.api import load_config
 from nlpjax.cli import main
 from nlpjax.errors import ConfigError
 from nlpjax.tasks.lm import LMTask
-from nlpjax.training.plan import GIB, check_fits, format_plan, plan
+from nlpjax.training.plan import (
+    GIB,
+    check_fits,
+    format_plan,
+    format_size,
+    plan,
+    saved_residuals,
+)
 from tests.conftest import REPO, TINY
 
 # The tiny decoder (vocab 65, d_model 32, d_ff 64, 2 layers of 2 heads, context 16) has
@@ -83,6 +93,28 @@ def test_plan_cli_simulates_devices_in_a_fresh_process():
 # -- activations and remat ------------------------------------------------------------------
 
 
+def test_saved_residuals_tells_weight_copies_from_activations():
+    def loss(p, x):
+        h = jnp.tanh(x @ p["w"])  # its backward keeps (5, 3) arrays: activations
+        scale = jnp.cos(p["v"])[None, :]  # from the parameters alone: a weight copy
+        positions = jnp.broadcast_to(jnp.arange(3.0), (7, 3))  # a constant array
+        return jnp.sum(h * scale) + jnp.sum(jnp.sin(p["v"][None, :] * positions)), {}
+
+    params = {
+        "w": jax.ShapeDtypeStruct((4, 3), jnp.float32),
+        "v": jax.ShapeDtypeStruct((3,), jnp.float32),
+    }
+    x = jax.ShapeDtypeStruct((5, 4), jnp.float32)
+    residuals = saved_residuals(loss, params, x)
+    shapes = [r.shape for r, _ in residuals]
+    assert (5, 4) not in shapes  # the input itself is not counted again
+    assert (5, 3) in shapes and (7, 3) in shapes
+    for r, weight_copy in residuals:
+        # From the input, or from a constant array mixed with a parameter: activations.
+        assert weight_copy == (math.prod(r.shape) <= 3), (r.shape, weight_copy)
+    assert any(weight_copy for _, weight_copy in residuals)
+
+
 @pytest.fixture(scope="module")
 def remat_reports():
     """Traced (not compiled) plans of the tiny config on fsdp:8, one per remat policy."""
@@ -125,7 +157,7 @@ def test_plan_text_shows_both_remat_policies_side_by_side(remat_reports):
     total = next(line for line in lines if line.startswith("total / device"))
     assert len(acts.split("B")) == len(total.split("B")) == 3  # two sizes on each line
     assert "gradients / device    10.7 KiB" in text
-    assert "one microbatch of 1 rows per device" in text
+    assert "one microbatch of 1 row per device" in text
 
 
 def test_microbatches_divide_the_activations_and_add_a_gradient_sum(remat_reports):
@@ -198,12 +230,20 @@ def _plan_cli(capsys, *extra):
     return code, out, err.strip()
 
 
-def test_plan_cli_refuses_a_layout_over_the_device_memory(capsys):
-    # 0.0001 GiB = 104.9 KiB: the tiny config needs 171 KiB per device without remat.
-    code, out, err = _plan_cli(capsys, "--device_memory_gb=0.0001")
+BUDGET_GIB = 0.0001  # 104.9 KiB: the tiny config on fsdp:8 fits with full remat only
+
+
+def test_the_budget_sits_between_no_remat_and_full_remat(remat_reports):
+    full = remat_reports["full"]["total_bytes"]
+    assert full["full"] < BUDGET_GIB * GIB < full["none"]
+
+
+def test_plan_cli_refuses_a_layout_over_the_device_memory(capsys, remat_reports):
+    code, out, err = _plan_cli(capsys, f"--device_memory_gb={BUDGET_GIB}")
     assert code == 2
     assert len(err.splitlines()) == 1
-    assert err.startswith("error: the plan needs 171.0 KiB per device with model.remat=none")
+    total = format_size(remat_reports["none"]["total_bytes"]["none"])
+    assert err.startswith(f"error: the plan needs {total} per device with model.remat=none")
     assert "--device_memory_gb=0.0001 allows 104.9 KiB" in err
     for fix in ("fsdp in parallel.mesh, now data:1,fsdp:8,tensor:1", "model.remat=full"):
         assert fix in err
@@ -213,7 +253,9 @@ def test_plan_cli_refuses_a_layout_over_the_device_memory(capsys):
 
 
 def test_plan_cli_accepts_the_same_budget_with_full_remat(capsys):
-    code, out, err = _plan_cli(capsys, "--device_memory_gb=0.0001", "--config.model.remat=full")
+    code, out, err = _plan_cli(
+        capsys, f"--device_memory_gb={BUDGET_GIB}", "--config.model.remat=full"
+    )
     assert code == 0, err
     assert "fits in --device_memory_gb=0.0001" in out
     assert "model.remat=none        model.remat=full" in out

@@ -56,29 +56,30 @@ def saved_residuals(loss_fn, params, inputs) -> list[tuple[jax.ShapeDtypeStruct,
     Traces ``jax.vjp`` of ``loss_fn(params, inputs) -> (scalar, aux)`` with respect to
     ``params`` (abstractly: nothing is allocated or compiled) and returns its residuals,
     each once, without those that are ``params`` or ``inputs`` themselves (they are in
-    memory anyway), as (shape, depends on ``inputs``). Residuals that depend only on the
-    parameters are copies of weights (e.g. their bfloat16 casts); the others are
-    activations.
+    memory anyway), as (shape, is a weight copy). Weight copies are computed from the
+    parameters alone (e.g. their bfloat16 casts, a transposed table); everything else
+    (computed from ``inputs`` or from constant arrays such as position ids) counts as
+    an activation, the larger estimate when in doubt.
     """
 
     def forward(p, x):
         _, vjp_fn, _ = jax.vjp(lambda q: loss_fn(q, x), p, has_aux=True)
         return vjp_fn  # a pytree whose leaves are the residuals
 
-    closed = jax.make_jaxpr(forward)(params, inputs)
-    jaxpr = closed.jaxpr
-    num_params = len(jax.tree.leaves(params))
-    given = set(jaxpr.invars)
-    dependent = set(jaxpr.invars[num_params:])  # forward data flow from the inputs
+    jaxpr = jax.make_jaxpr(forward)(params, inputs).jaxpr
+    # Forward data flow: values computed from the parameters and nothing else (literal
+    # scalars aside).
+    params_only = set(jaxpr.invars[: len(jax.tree.leaves(params))])
     for eqn in jaxpr.eqns:
-        if any(not isinstance(v, Literal) and v in dependent for v in eqn.invars):
-            dependent.update(eqn.outvars)
-    out, seen = [], set()
+        sources = [v for v in eqn.invars if not isinstance(v, Literal)]
+        if sources and all(v in params_only for v in sources):
+            params_only.update(eqn.outvars)
+    out, seen, given = [], set(), set(jaxpr.invars)
     for v in jaxpr.outvars:
         if isinstance(v, Literal) or v in seen or v in given:
             continue
         seen.add(v)
-        out.append((jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype), v in dependent))
+        out.append((jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype), v in params_only))
     return out
 
 
@@ -119,9 +120,9 @@ def activation_bytes(task, params, carry, batch, rng, param_share: float) -> int
         return task.loss(p, c, b, r, True)
 
     total = 0.0
-    for shape, is_activation in saved_residuals(loss_fn, params, (carry, batch, rng)):
+    for shape, weight_copy in saved_residuals(loss_fn, params, (carry, batch, rng)):
         size = math.prod(shape.shape) * jnp.dtype(shape.dtype).itemsize
-        total += size if is_activation else size * param_share
+        total += size * param_share if weight_copy else size
     return int(round(total))
 
 
@@ -257,12 +258,16 @@ def _activation_lines(report: dict) -> list[str]:
     return lines
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _activation_note(report: dict) -> str:
     k, tensor = report["microbatches"], report["layout"].get("tensor", 1)
     return (
         "Activations: what the backward pass keeps (the residuals of jax.vjp of the loss, "
         f"traced with the kernels of the {report['backend']} backend) for one microbatch of "
-        f"{report['rows_per_device']} rows per device (the batch split over "
+        f"{_plural(report['rows_per_device'], 'row')} per device (the batch split over "
         f"{report['data_parallel']} data-parallel devices"
         + (f" and into {k} microbatches" if k > 1 else "")
         + "); weight copies such as bfloat16 casts are split like the parameters"
