@@ -8,7 +8,11 @@ Variants (``--config=experiments/gpt2_small_char.py:NAME``):
   default  a real run: 5000 steps of batch 12 x 1024 characters;
   bench    what the harness times: 150 steps, logged every 50, one eval and one
            checkpoint at the end;
-  tiny     the same file at a toy shape, for tests and CPU dry runs of the harness.
+  tiny     the same file at a toy shape, for tests and CPU dry runs of the harness;
+  plan_1b  a 1.01B-parameter GPT (20 layers, 16 heads, width 2048, context 2048,
+           batch 32) in bfloat16 with full remat on fsdp:8, for ``nlpjax plan``:
+           ``nlpjax plan --config=experiments/gpt2_small_char.py:plan_1b
+           --simulate_devices=8 --no-compile`` (not trained by any test or script).
 """
 
 import ml_collections
@@ -109,6 +113,21 @@ BENCH = {
     "checkpoint.every": 150,
     "checkpoint.max_to_keep": 1,
 }
+# A 1B-parameter model on 8 devices (fsdp:8): 20 x (12 x 2048^2 + 13 x 2048) block
+# parameters + 65 x 2048 token and 2048 x 2048 position embeddings + the final norm.
+PLAN_1B = {
+    "model.num_layers": 20,
+    "model.num_heads": 16,
+    "model.d_model": 2048,
+    "model.d_ff": 8192,
+    "model.max_len": 2048,
+    "model.dtype": "bfloat16",
+    "model.remat": "full",
+    "data.context": 2048,
+    "data.batch_size": 32,
+    "parallel.devices": 0,
+    "parallel.mesh": "fsdp:8",
+}
 VARIANTS = {
     "default": ("gpt2-small", {}),
     "bench": ("gpt2-small", BENCH),
@@ -123,6 +142,7 @@ VARIANTS = {
             "checkpoint.every": 30,
         },
     ),
+    "plan_1b": ("gpt2-small", PLAN_1B),
 }
 
 

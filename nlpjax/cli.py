@@ -87,10 +87,17 @@ examples:
   nlpjax plot --workdir=/tmp/run1 --output=/tmp/run1-curves.png"""
 
 PLAN_EPILOG = """\
+Activations are what the backward pass keeps (the residuals of jax.vjp of the loss,
+traced, not run), shown without remat and with the configured model.remat. With
+--device_memory_gb, a plan whose total (configured remat) exceeds it is refused
+(exit 2).
+
 examples:
   nlpjax plan --config=experiments/shakespeare_char.py
   nlpjax plan --config=experiments/shakespeare_char.py --simulate_devices=8 \\
-      --config.parallel.mesh=data:2,fsdp:2,tensor:2"""
+      --config.parallel.mesh=data:2,fsdp:2,tensor:2
+  nlpjax plan --config=experiments/gpt2_small_char.py:plan_1b --simulate_devices=8 \\
+      --no-compile --device_memory_gb=80"""
 
 INSPECT_EPILOG = """\
 examples:
@@ -198,8 +205,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     plan = _subparser(sub, "plan", "memory per device for a config and mesh", PLAN_EPILOG)
     plan.usage = (
-        "nlpjax plan --config=FILE[:VARIANT] [--simulate_devices=N] "
-        "[--config.SECTION.KEY=VALUE ...]"
+        "nlpjax plan --config=FILE[:VARIANT] [--simulate_devices=N] [--device_memory_gb=GIB] "
+        "[--no-compile] [--config.SECTION.KEY=VALUE ...]"
     )
     plan.add_argument("--config", required=True, help=config_help)
     plan.add_argument(
@@ -207,6 +214,19 @@ def _build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="plan on N simulated CPU devices (the CPU compiler's estimates)",
+    )
+    plan.add_argument(
+        "--device_memory_gb",
+        type=float,
+        default=None,
+        help="memory of one device in GiB (2^30 bytes); refuse a plan that needs more",
+    )
+    plan.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compile the step for XLA's temporaries and FLOPs (--no-compile: skip it; "
+        "minutes saved for large models)",
     )
 
     data = sub.add_parser(
@@ -329,11 +349,17 @@ def cmd_plan(args, overrides) -> int:
             os.environ.get("XLA_FLAGS", "")
             + f" --xla_force_host_platform_device_count={args.simulate_devices}"
         )
+    if args.device_memory_gb is not None and not args.device_memory_gb > 0:
+        raise ValueError(f"--device_memory_gb={args.device_memory_gb:g} must be > 0 (GiB)")
     from nlpjax import api
-    from nlpjax.training.plan import format_plan, plan
+    from nlpjax.training.plan import check_fits, format_plan, plan
 
     config = api.load_config(args.config, overrides)
-    print(format_plan(plan(config, api.task_class(config))))
+    report = plan(config, api.task_class(config), compile=args.compile)
+    print(format_plan(report), flush=True)
+    if args.device_memory_gb is not None:
+        check_fits(report, args.device_memory_gb)
+        print(f"fits in --device_memory_gb={args.device_memory_gb:g}")
     return 0
 
 
