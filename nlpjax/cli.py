@@ -372,7 +372,10 @@ def cmd_eval(args) -> int:
     print(f"step {trained.step}, split {args.split}")
     for key, value in summary.items():
         print(f"eval/{key} {value:.6f}")
-    print(f"eval tokens {tokens}, tokens/s {tokens / seconds:,.0f}")
+    if tokens:  # a loss average counts its tokens; a task's own evaluate may not
+        print(f"eval tokens {tokens}, tokens/s {tokens / seconds:,.0f}")
+    else:
+        print(f"eval seconds {seconds:.3f}")
     return 0
 
 

@@ -305,3 +305,17 @@ def test_xla_scan_needs_the_carry_constraint():
         x_sharded = jax.device_put(x, NamedSharding(mesh, P(("data", "fsdp"))))
         got = jax.jit(jax.grad(loss))(w_sharded, x_sharded)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_cli_eval_prints_a_tasks_own_evaluation(runs, capsys):
+    from nlpjax import cli
+
+    summary, *_, workdir = runs["one device"]
+    assert cli.main(["eval", f"--workdir={workdir}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "step 12, split validation"
+    sampled = float(out[2].split()[1])
+    assert out[2].startswith("eval/sampled_accuracy") and sampled == pytest.approx(
+        summary["eval/sampled_accuracy"], abs=1e-6
+    )
+    assert out[-1].startswith("eval seconds ")
