@@ -1,0 +1,355 @@
+"""Word2vec on the device: skip-gram and CBOW with negative sampling, full-softmax skip-gram.
+
+Mikolov et al. 2013 (https://arxiv.org/abs/1310.4546) and the word2vec C code. The host
+ships a chunk of token ids; the functions here subsample frequent words, build (center,
+context) pairs with the dynamic window and draw negatives from an alias table, all from a
+JAX RNG, so the cost per step does not depend on the vocabulary. The negative-sampling
+losses read gathered rows (``table[ids]``), never whole tables, and ``sparse_sgd`` /
+``sparse_adagrad`` scatter their gradients back into the touched rows only.
+
+Two tables, as word2vec: ``center`` (its ``syn0``, uniform in +-0.5/E) and ``context``
+(its ``syn1neg``, zeros). The score of context o for center c is ``context[o] . center[c]``.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nlpjax.errors import ConfigError
+from nlpjax.models.layers import param_with_axes
+from nlpjax.types import Array, Bool, Float, Int, PRNGKey
+
+OBJECTIVES = ("skipgram", "cbow", "softmax")
+# "pair": N fresh negatives per (center, context) pair (word2vec; skip-gram only);
+# "center": N per center, weighted by its number of pairs; "batch": N for the whole chunk.
+NEGATIVE_SHARING = ("pair", "center", "batch")
+TABLE_AXES = ("vocab", "embed")
+
+
+@dataclasses.dataclass(frozen=True)
+class SGNSConfig:
+    """Shape and objective of the word2vec model. ``vocab_size=0``: from the vocabulary."""
+
+    vocab_size: int = 0
+    embed_dim: int = 100
+    objective: str = "skipgram"
+    window: int = 5
+    negatives: int = 5
+    negative_sharing: str = "center"
+
+    RUNTIME_FIELDS = ()
+
+    def signature(self) -> dict:
+        """The fields a checkpoint must match (all of them: none is a runtime choice)."""
+        fields = dataclasses.asdict(self)
+        return {k: v for k, v in fields.items() if k not in self.RUNTIME_FIELDS}
+
+    def __post_init__(self):
+        def check(ok, msg):
+            if not ok:
+                raise ConfigError(msg)
+
+        check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0: from the vocabulary)")
+        check(self.embed_dim > 0, "model.embed_dim must be > 0")
+        check(self.objective in OBJECTIVES, f"model.objective must be one of {OBJECTIVES}")
+        check(self.window > 0, "model.window must be > 0")
+        check(self.negatives > 0, "model.negatives must be > 0")
+        check(
+            self.negative_sharing in NEGATIVE_SHARING,
+            f"model.negative_sharing must be one of {NEGATIVE_SHARING}",
+        )
+        check(
+            not (self.objective == "cbow" and self.negative_sharing == "pair"),
+            "model.negative_sharing='pair' is skip-gram only (CBOW has one example per "
+            "center): use 'center' or 'batch'",
+        )
+
+    @property
+    def num_contexts(self) -> int:
+        """C: context slots per center (both sides of the largest window)."""
+        return 2 * self.window
+
+
+def center_init(key: PRNGKey, shape: tuple, dtype=jnp.float32) -> Array:
+    """word2vec's input-vector init: uniform in [-0.5/E, 0.5/E) (E = ``shape[-1]``)."""
+    return ((jax.random.uniform(key, shape, jnp.float32) - 0.5) / shape[-1]).astype(dtype)
+
+
+class SGNS(nn.Module):
+    """The two (V, E) tables with logical axes ("vocab", "embed"); ``__call__`` returns them."""
+
+    config: SGNSConfig
+
+    @nn.compact
+    def __call__(self) -> tuple[Float[Array, "V E"], Float[Array, "V E"]]:
+        shape = (self.config.vocab_size, self.config.embed_dim)
+        center = param_with_axes(self, "center", center_init, shape, TABLE_AXES)
+        context = param_with_axes(self, "context", nn.initializers.zeros, shape, TABLE_AXES)
+        return center, context
+
+
+# -- the token stream on the device -----------------------------------------------------
+
+
+def subsample(
+    ids_L: Int[Array, " L"],
+    keep_V: Float[Array, " V"],
+    rng: PRNGKey,
+    segments_L: Int[Array, " L"] | None = None,
+) -> tuple[Int[Array, " L"], Bool[Array, " L"], Int[Array, " L"]]:
+    """Frequent-word subsampling: each token kept with ``keep_V[id]``, survivors packed left.
+
+    As word2vec, dropped words are removed before windows are formed, so a window reaches
+    past them. ``keep_V`` is ``data.transforms.keep_probabilities`` (0 for ids never trained
+    on, e.g. padding). Returns (ids, valid, segments) of the same length L: the kept tokens
+    first, in order, then padding (valid False).
+    """
+    length = ids_L.shape[0]
+    segments_L = jnp.ones_like(ids_L) if segments_L is None else segments_L
+    keep_L = jax.random.uniform(rng, (length,)) < keep_V[ids_L]
+    slot_L = jnp.where(keep_L, jnp.cumsum(keep_L) - 1, length)  # length = dropped
+    packed = jnp.zeros_like(ids_L).at[slot_L].set(ids_L, mode="drop")
+    packed_segments = jnp.zeros_like(segments_L).at[slot_L].set(segments_L, mode="drop")
+    valid_L = jnp.arange(length) < keep_L.sum()
+    return packed, valid_L, packed_segments
+
+
+def window_offsets(window: int) -> np.ndarray:
+    """The C = 2 * window context offsets: -window..-1, 1..window."""
+    return np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)])
+
+
+def dynamic_window(
+    valid_L: Bool[Array, " L"],
+    window: int,
+    rng: PRNGKey,
+    segments_L: Int[Array, " L"] | None = None,
+) -> tuple[Bool[Array, "L C"], Int[Array, "L C"]]:
+    """word2vec's dynamic window: (pair mask, context position) per center and offset.
+
+    Each center draws its reach uniformly from 1..``window`` (the C code's
+    ``b = rand % window``), so a context at distance d is used with probability
+    (window - d + 1) / window. A pair needs both ends valid, inside the chunk and in the
+    same segment. Offsets are ``window_offsets(window)``.
+    """
+    length = valid_L.shape[0]
+    segments_L = jnp.ones(length, jnp.int32) if segments_L is None else segments_L
+    offsets_C = window_offsets(window)
+    reach_L = window - jax.random.randint(rng, (length,), 0, window)
+    position_LC = jnp.arange(length)[:, None] + offsets_C[None, :]
+    inside_LC = (position_LC >= 0) & (position_LC < length)
+    position_LC = jnp.clip(position_LC, 0, length - 1)
+    mask_LC = inside_LC & (np.abs(offsets_C)[None, :] <= reach_L[:, None])
+    mask_LC &= valid_L[:, None] & valid_L[position_LC]
+    mask_LC &= segments_L[position_LC] == segments_L[:, None]
+    return mask_LC, position_LC
+
+
+# -- negatives --------------------------------------------------------------------------
+
+
+def alias_table(weights_V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker's alias table (Vose's construction) for drawing i with P ~ ``weights_V[i]``.
+
+    Returns (accept_V float32, alias_V int32): draw a bucket i uniformly, keep it with
+    probability ``accept_V[i]``, else take ``alias_V[i]``. O(1) per draw, whatever V is.
+    Ids of weight 0 are never drawn.
+    """
+    weights = np.asarray(weights_V, np.float64)
+    if weights.ndim != 1 or not np.all(np.isfinite(weights)) or weights.min() < 0:
+        raise ValueError("alias_table needs a 1-D array of finite non-negative weights")
+    if weights.sum() <= 0:
+        raise ValueError("alias_table needs at least one positive weight")
+    size = len(weights)
+    scaled = weights * (size / weights.sum())
+    accept, alias = np.ones(size), np.arange(size, dtype=np.int64)
+    small = [i for i in range(size) if scaled[i] < 1.0]
+    large = [i for i in range(size) if scaled[i] >= 1.0]
+    while small and large:
+        s, g = small.pop(), large[-1]
+        accept[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        if scaled[g] < 1.0:
+            small.append(large.pop())
+    # What is left holds (up to rounding) a full bucket: accept 1. A zero weight is never
+    # accepted; one left over by rounding (its own alias) points at the heaviest id.
+    zero = weights == 0
+    accept[zero] = 0.0
+    alias[zero & (alias == np.arange(size))] = int(np.argmax(weights))
+    return accept.astype(np.float32), alias.astype(np.int32)
+
+
+def negative_table(counts_V: np.ndarray, exponent: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+    """The alias table of word2vec's noise distribution, count^``exponent`` (0 stays 0)."""
+    counts = np.asarray(counts_V, np.float64)
+    return alias_table(np.clip(counts, 0.0, None) ** exponent)
+
+
+def sample_negatives(
+    rng: PRNGKey, accept_V: Float[Array, " V"], alias_V: Int[Array, " V"], shape: tuple
+) -> Int[Array, "..."]:
+    """Ids of ``shape`` drawn from an ``alias_table`` (two gathers per draw)."""
+    bucket_key, coin_key = jax.random.split(rng)
+    bucket = jax.random.randint(bucket_key, shape, 0, accept_V.shape[0])
+    coin = jax.random.uniform(coin_key, shape)
+    return jnp.where(coin < accept_V[bucket], bucket, alias_V[bucket]).astype(jnp.int32)
+
+
+def negative_shape(config: SGNSConfig, length: int) -> tuple[int, ...]:
+    """Shape of the negative ids for a chunk of ``length``: (L, C, N), (L, N) or (N,)."""
+    n = config.negatives
+    return {
+        "pair": (length, config.num_contexts, n),
+        "center": (length, n),
+        "batch": (n,),
+    }[config.negative_sharing]
+
+
+# -- losses over gathered rows ----------------------------------------------------------
+
+
+def _shifted(rows_LE: Array, offsets_C: np.ndarray) -> list[Array]:
+    """``rows_LE`` moved so that entry i holds row i + offset (wrapping; callers mask)."""
+    return [jnp.roll(rows_LE, -int(o), axis=0) for o in offsets_C]
+
+
+def _negative_term(
+    query_LE: Float[Array, "L E"], negatives: Array, sharing: str, weight: Array
+) -> Array:
+    """Sum of -log s(-u_n . q) over the negatives, each weighted as its positives demand.
+
+    ``weight`` is the pair mask (L, C) for "pair" sharing, else the pairs per center (L,).
+    """
+    if sharing == "pair":  # negatives (L, C, N, E)
+        scores_LCN = jnp.einsum("le,lcne->lcn", query_LE, negatives)
+        return jnp.sum(-jax.nn.log_sigmoid(-scores_LCN) * weight[..., None])
+    if sharing == "center":  # negatives (L, N, E)
+        scores_LN = jnp.einsum("le,lne->ln", query_LE, negatives)
+    else:  # "batch": negatives (N, E), one matmul
+        scores_LN = query_LE @ negatives.T
+    return jnp.sum(-jax.nn.log_sigmoid(-scores_LN) * weight[:, None])
+
+
+def skipgram_ns_loss(
+    center_LE: Float[Array, "L E"],
+    context_LE: Float[Array, "L E"],
+    negatives: Float[Array, "..."],
+    mask_LC: Bool[Array, "L C"],
+    window: int,
+    sharing: str = "center",
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """Skip-gram NS summed over pairs: -log s(u_o . v_c) - sum_n log s(-u_n . v_c).
+
+    Args:
+      center_LE: ``center[ids]`` per chunk position (v_c).
+      context_LE: ``context[ids]`` per chunk position (u_o of the positives).
+      negatives: ``context[negative ids]``, (L, C, N, E), (L, N, E) or (N, E) by ``sharing``.
+      mask_LC: the pairs (``dynamic_window``); offset k of center i is position
+        i + ``window_offsets(window)[k]``.
+      window: the largest window (C = 2 * window).
+      sharing: see ``NEGATIVE_SHARING``; with "center"/"batch" a center's negative term
+        counts once per pair it has, so the expected gradient is word2vec's.
+
+    Returns:
+      (loss summed over pairs, number of pairs). The gradient of the sum is word2vec's
+      per-pair SGD step summed over the chunk.
+    """
+    mask = mask_LC.astype(center_LE.dtype)
+    shifted = _shifted(context_LE, window_offsets(window))
+    scores_LC = jnp.stack([jnp.sum(center_LE * u_LE, -1) for u_LE in shifted], axis=1)
+    positive = jnp.sum(-jax.nn.log_sigmoid(scores_LC) * mask)
+    weight = mask if sharing == "pair" else mask.sum(1)
+    return positive + _negative_term(center_LE, negatives, sharing, weight), mask.sum()
+
+
+def cbow_ns_loss(
+    center_LE: Float[Array, "L E"],
+    context_LE: Float[Array, "L E"],
+    negatives: Float[Array, "..."],
+    mask_LC: Bool[Array, "L C"],
+    window: int,
+    sharing: str = "center",
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """CBOW NS: the mean of the window's ``center`` rows predicts the middle word.
+
+    Same arguments as ``skipgram_ns_loss`` (``center_LE`` here are the input vectors of
+    the window words, ``context_LE`` the output vectors of the predicted words). One
+    example per position with at least one context. Autodiff gives each window word
+    1/count of the gradient (the C code and gensim give each the full gradient).
+
+    Returns:
+      (loss summed over examples, number of examples).
+    """
+    mask = mask_LC.astype(center_LE.dtype)
+    count_L = mask.sum(1)
+    shifted = _shifted(center_LE, window_offsets(window))
+    sum_LE = sum(m[:, None] * v_LE for m, v_LE in zip(mask.T, shifted, strict=True))
+    hidden_LE = sum_LE / jnp.maximum(count_L, 1.0)[:, None]
+    example_L = (count_L > 0).astype(center_LE.dtype)
+    positive = jnp.sum(-jax.nn.log_sigmoid(jnp.sum(hidden_LE * context_LE, -1)) * example_L)
+    return positive + _negative_term(hidden_LE, negatives, sharing, example_L), example_L.sum()
+
+
+def skipgram_softmax_loss(
+    center_LE: Float[Array, "L E"],
+    context_VE: Float[Array, "V E"],
+    ids_L: Int[Array, " L"],
+    mask_LC: Bool[Array, "L C"],
+    position_LC: Int[Array, "L C"],
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """Full-softmax skip-gram, -log p(o | c) with p = softmax(U v_c): the textbook baseline.
+
+    Reads the whole ``context`` table (a dense (L, V) score matrix): small vocabularies only.
+    Returns (loss summed over pairs, number of pairs).
+    """
+    logp_LV = jax.nn.log_softmax(center_LE @ context_VE.T, axis=-1)
+    logp_LC = jnp.take_along_axis(logp_LV, ids_L[position_LC], axis=1)
+    mask = mask_LC.astype(center_LE.dtype)
+    return -jnp.sum(logp_LC * mask), mask.sum()
+
+
+# -- sparse updates ---------------------------------------------------------------------
+
+
+def sparse_sgd(
+    table_VE: Float[Array, "V E"], ids: Int[Array, "..."], grads: Float[Array, "... E"], lr
+) -> Float[Array, "V E"]:
+    """``table[ids] -= lr * grads`` with duplicate ids summed (word2vec's SGD, batched)."""
+    width = table_VE.shape[-1]
+    update = (-lr * grads).reshape(-1, width).astype(table_VE.dtype)
+    return table_VE.at[ids.reshape(-1)].add(update)
+
+
+def sparse_adagrad(
+    table_VE: Float[Array, "V E"],
+    accum_V: Float[Array, " V"],
+    ids: Int[Array, "..."],
+    grads: Float[Array, "... E"],
+    lr,
+    eps: float = 1e-8,
+) -> tuple[Float[Array, "V E"], Float[Array, " V"]]:
+    """Row-wise Adagrad on the touched rows: one accumulator per row (mean squared grad).
+
+    A row's gradients in the batch are summed first (unique ids, found by sorting, so
+    nothing is vocabulary-sized), then ``accum[r] += mean(g_r ** 2)`` and
+    ``table[r] -= lr * g_r / sqrt(accum[r] + eps)``. A word seen often in one batch takes
+    one normalised step instead of the sum of its occurrences'.
+    """
+    width, vocab = table_VE.shape[-1], table_VE.shape[0]
+    flat_ids, flat_grads = ids.reshape(-1), grads.reshape(-1, width)
+    size = flat_ids.shape[0]
+    unique_U, inverse = jnp.unique(flat_ids, size=size, fill_value=vocab, return_inverse=True)
+    grads_UE = jax.ops.segment_sum(flat_grads, inverse.reshape(-1), num_segments=size)
+    accum_U = accum_V.at[unique_U].get(mode="fill", fill_value=0.0) + jnp.mean(grads_UE**2, -1)
+    step_UE = -lr * grads_UE / jnp.sqrt(accum_U + eps)[:, None]
+    table_VE = table_VE.at[unique_U].add(step_UE.astype(table_VE.dtype), mode="drop")
+    return table_VE, accum_V.at[unique_U].set(accum_U, mode="drop")
+
+
+def linear_lr(total_steps: int, start: float = 0.025, end: float = 1e-4) -> optax.Schedule:
+    """word2vec's learning rate: linear from ``start`` to ``end`` over the run."""
+    return optax.linear_schedule(start, end, max(int(total_steps), 1))
