@@ -168,8 +168,9 @@ def _negatives_for(neg, sharing, i, k):
     return {"pair": lambda: neg[i, k], "center": lambda: neg[i], "batch": lambda: neg}[sharing]()
 
 
-def _skipgram_reference(chunk, sharing):
-    """Loop over explicit pairs: loss and analytic gradients (word2vec's update rule)."""
+def _skipgram_reference(chunk, sharing, scale=1.0):
+    """Loop over explicit pairs: loss and analytic gradients (word2vec's update rule);
+    each negative term weighted ``scale``."""
     v, u, neg = chunk["center"], chunk["context"], chunk["neg"][sharing]
     grads = [np.zeros_like(v), np.zeros_like(u), np.zeros_like(neg)]
     loss = 0.0
@@ -182,9 +183,9 @@ def _skipgram_reference(chunk, sharing):
         negs = _negatives_for(neg, sharing, i, k)
         for n_index, u_n in enumerate(negs):
             t = v[i] @ u_n
-            loss -= np.log(_sigmoid(-t))
-            grads[0][i] += _sigmoid(t) * u_n
-            g = _sigmoid(t) * v[i]
+            loss -= scale * np.log(_sigmoid(-t))
+            grads[0][i] += scale * _sigmoid(t) * u_n
+            g = scale * _sigmoid(t) * v[i]
             if sharing == "pair":
                 grads[2][i, k, n_index] += g
             elif sharing == "center":
@@ -194,15 +195,19 @@ def _skipgram_reference(chunk, sharing):
     return loss, grads
 
 
-@pytest.mark.parametrize("sharing", sgns.NEGATIVE_SHARING)
-def test_skipgram_ns_loss_and_gradients_equal_numpy_reference(chunk, sharing):
+@pytest.mark.parametrize(
+    "sharing, num_negatives", [("pair", None), ("center", None), ("batch", None), ("batch", 2)]
+)
+def test_skipgram_ns_loss_and_gradients_equal_numpy_reference(chunk, sharing, num_negatives):
     def loss_fn(v, u, neg):
-        return sgns.skipgram_ns_loss(v, u, neg, jnp.asarray(chunk["mask"]), W, sharing)
+        mask = jnp.asarray(chunk["mask"])
+        return sgns.skipgram_ns_loss(v, u, neg, mask, W, sharing, num_negatives)
 
     args = (chunk["center"], chunk["context"], chunk["neg"][sharing])
     value_and_grad = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1, 2), has_aux=True))
     (loss, pairs), grads = value_and_grad(*args)
-    ref_loss, ref_grads = _skipgram_reference(chunk, sharing)
+    scale = 1.0 if num_negatives is None else num_negatives / N  # N / D of batch sharing
+    ref_loss, ref_grads = _skipgram_reference(chunk, sharing, scale)
     assert int(pairs) == chunk["mask"].sum() > 0
     np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5)
     for got, want in zip(grads, ref_grads, strict=True):
@@ -299,13 +304,16 @@ def test_sparse_adagrad_equals_dense_rowwise_adagrad(tiny_tables):
     grads = jnp.asarray(rng.normal(size=(30, E)).astype(np.float32))
     accum = jnp.asarray(rng.uniform(0.1, 1.0, 12).astype(np.float32))
     table, new_accum = jax.jit(sgns.sparse_adagrad)(center, accum, ids, grads, 0.1)
-    dense_g = np.zeros((12, E), np.float32)
+    dense_g = np.zeros((12, E), np.float32)  # per row: summed gradient, summed mean squares
+    dense_sq = np.zeros(12, np.float32)
     np.add.at(dense_g, np.asarray(ids), np.asarray(grads))
-    touched = np.isin(np.arange(12), np.asarray(ids))
-    want_accum = np.asarray(accum) + np.where(touched, (dense_g**2).mean(1), 0.0)
+    np.add.at(dense_sq, np.asarray(ids), (np.asarray(grads) ** 2).mean(1))
+    want_accum = np.asarray(accum) + dense_sq
     want = np.asarray(center) - 0.1 * dense_g / np.sqrt(want_accum + 1e-8)[:, None]
     np.testing.assert_allclose(new_accum, want_accum, rtol=1e-6)
     np.testing.assert_allclose(table, want, atol=1e-6)
+    untouched = np.setdiff1d(np.arange(12), np.asarray(ids))
+    np.testing.assert_array_equal(table[untouched], center[untouched])
 
 
 def test_linear_lr_decays_from_0025_to_00001():

@@ -25,7 +25,8 @@ from nlpjax.types import Array, Bool, Float, Int, PRNGKey
 
 OBJECTIVES = ("skipgram", "cbow", "softmax")
 # "pair": N fresh negatives per (center, context) pair (word2vec; skip-gram only);
-# "center": N per center, weighted by its number of pairs; "batch": N for the whole chunk.
+# "center": N per center, weighted by its number of pairs; "batch": ``batch_negatives``
+# draws shared by the whole chunk (the scores are one matmul), weighted N / draws.
 NEGATIVE_SHARING = ("pair", "center", "batch")
 TABLE_AXES = ("vocab", "embed")
 
@@ -40,6 +41,7 @@ class SGNSConfig:
     window: int = 5
     negatives: int = 5
     negative_sharing: str = "center"
+    batch_negatives: int = 256
 
     RUNTIME_FIELDS = ()
 
@@ -58,6 +60,7 @@ class SGNSConfig:
         check(self.objective in OBJECTIVES, f"model.objective must be one of {OBJECTIVES}")
         check(self.window > 0, "model.window must be > 0")
         check(self.negatives > 0, "model.negatives must be > 0")
+        check(self.batch_negatives > 0, "model.batch_negatives must be > 0")
         check(
             self.negative_sharing in NEGATIVE_SHARING,
             f"model.negative_sharing must be one of {NEGATIVE_SHARING}",
@@ -200,12 +203,12 @@ def sample_negatives(
 
 
 def negative_shape(config: SGNSConfig, length: int) -> tuple[int, ...]:
-    """Shape of the negative ids for a chunk of ``length``: (L, C, N), (L, N) or (N,)."""
+    """Shape of the negative ids for a chunk of ``length``: (L, C, N), (L, N) or (D,)."""
     n = config.negatives
     return {
         "pair": (length, config.num_contexts, n),
         "center": (length, n),
-        "batch": (n,),
+        "batch": (config.batch_negatives,),
     }[config.negative_sharing]
 
 
@@ -218,20 +221,22 @@ def _shifted(rows_LE: Array, offsets_C: np.ndarray) -> list[Array]:
 
 
 def _negative_term(
-    query_LE: Float[Array, "L E"], negatives: Array, sharing: str, weight: Array
+    query_LE: Float[Array, "L E"], negatives: Array, sharing: str, weight: Array, count: int
 ) -> Array:
     """Sum of -log s(-u_n . q) over the negatives, each weighted as its positives demand.
 
-    ``weight`` is the pair mask (L, C) for "pair" sharing, else the pairs per center (L,).
+    ``weight`` is the pair mask (L, C) for "pair" sharing, else the pairs per center (L,);
+    ``count`` negatives per pair are wanted, so each of the D drawn counts count / D.
     """
+    scale = count / negatives.shape[-2]
     if sharing == "pair":  # negatives (L, C, N, E)
         scores_LCN = jnp.einsum("le,lcne->lcn", query_LE, negatives)
-        return jnp.sum(-jax.nn.log_sigmoid(-scores_LCN) * weight[..., None])
+        return scale * jnp.sum(-jax.nn.log_sigmoid(-scores_LCN) * weight[..., None])
     if sharing == "center":  # negatives (L, N, E)
         scores_LN = jnp.einsum("le,lne->ln", query_LE, negatives)
-    else:  # "batch": negatives (N, E), one matmul
+    else:  # "batch": negatives (D, E), one matmul
         scores_LN = query_LE @ negatives.T
-    return jnp.sum(-jax.nn.log_sigmoid(-scores_LN) * weight[:, None])
+    return scale * jnp.sum(-jax.nn.log_sigmoid(-scores_LN) * weight[:, None])
 
 
 def skipgram_ns_loss(
@@ -241,6 +246,7 @@ def skipgram_ns_loss(
     mask_LC: Bool[Array, "L C"],
     window: int,
     sharing: str = "center",
+    num_negatives: int | None = None,
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """Skip-gram NS summed over pairs: -log s(u_o . v_c) - sum_n log s(-u_n . v_c).
 
@@ -253,6 +259,8 @@ def skipgram_ns_loss(
       window: the largest window (C = 2 * window).
       sharing: see ``NEGATIVE_SHARING``; with "center"/"batch" a center's negative term
         counts once per pair it has, so the expected gradient is word2vec's.
+      num_negatives: N of the objective (None: as many as drawn per pair or center);
+        with D draws each negative term is weighted N / D.
 
     Returns:
       (loss summed over pairs, number of pairs). The gradient of the sum is word2vec's
@@ -263,7 +271,8 @@ def skipgram_ns_loss(
     scores_LC = jnp.stack([jnp.sum(center_LE * u_LE, -1) for u_LE in shifted], axis=1)
     positive = jnp.sum(-jax.nn.log_sigmoid(scores_LC) * mask)
     weight = mask if sharing == "pair" else mask.sum(1)
-    return positive + _negative_term(center_LE, negatives, sharing, weight), mask.sum()
+    count = negatives.shape[-2] if num_negatives is None else num_negatives
+    return positive + _negative_term(center_LE, negatives, sharing, weight, count), mask.sum()
 
 
 def cbow_ns_loss(
@@ -273,6 +282,7 @@ def cbow_ns_loss(
     mask_LC: Bool[Array, "L C"],
     window: int,
     sharing: str = "center",
+    num_negatives: int | None = None,
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """CBOW NS: the mean of the window's ``center`` rows predicts the middle word.
 
@@ -291,7 +301,9 @@ def cbow_ns_loss(
     hidden_LE = sum_LE / jnp.maximum(count_L, 1.0)[:, None]
     example_L = (count_L > 0).astype(center_LE.dtype)
     positive = jnp.sum(-jax.nn.log_sigmoid(jnp.sum(hidden_LE * context_LE, -1)) * example_L)
-    return positive + _negative_term(hidden_LE, negatives, sharing, example_L), example_L.sum()
+    count = negatives.shape[-2] if num_negatives is None else num_negatives
+    negative = _negative_term(hidden_LE, negatives, sharing, example_L, count)
+    return positive + negative, example_L.sum()
 
 
 def skipgram_softmax_loss(
@@ -332,22 +344,21 @@ def sparse_adagrad(
     lr,
     eps: float = 1e-8,
 ) -> tuple[Float[Array, "V E"], Float[Array, " V"]]:
-    """Row-wise Adagrad on the touched rows: one accumulator per row (mean squared grad).
+    """Row-wise Adagrad on the touched rows: one accumulator per row.
 
-    A row's gradients in the batch are summed first (unique ids, found by sorting, so
-    nothing is vocabulary-sized), then ``accum[r] += mean(g_r ** 2)`` and
-    ``table[r] -= lr * g_r / sqrt(accum[r] + eps)``. A word seen often in one batch takes
-    one normalised step instead of the sum of its occurrences'.
+    Each occurrence adds the mean square of its gradient to its row's accumulator (as if
+    it were its own Adagrad step), then every occurrence's gradient is applied with
+    ``lr / sqrt(accum[row] + eps)`` of the updated accumulator. A word seen k times in a
+    batch moves about sqrt(k) normalised steps rather than the k of summed SGD, which is
+    what keeps word2vec's batched updates of frequent words from diverging. Two scatters
+    and a gather: nothing vocabulary-sized is computed.
     """
-    width, vocab = table_VE.shape[-1], table_VE.shape[0]
+    width = table_VE.shape[-1]
     flat_ids, flat_grads = ids.reshape(-1), grads.reshape(-1, width)
-    size = flat_ids.shape[0]
-    unique_U, inverse = jnp.unique(flat_ids, size=size, fill_value=vocab, return_inverse=True)
-    grads_UE = jax.ops.segment_sum(flat_grads, inverse.reshape(-1), num_segments=size)
-    accum_U = accum_V.at[unique_U].get(mode="fill", fill_value=0.0) + jnp.mean(grads_UE**2, -1)
-    step_UE = -lr * grads_UE / jnp.sqrt(accum_U + eps)[:, None]
-    table_VE = table_VE.at[unique_U].add(step_UE.astype(table_VE.dtype), mode="drop")
-    return table_VE, accum_V.at[unique_U].set(accum_U, mode="drop")
+    accum_V = accum_V.at[flat_ids].add(jnp.mean(flat_grads**2, -1).astype(accum_V.dtype))
+    scale = lr / jnp.sqrt(accum_V[flat_ids] + eps)
+    table_VE = table_VE.at[flat_ids].add((-scale[:, None] * flat_grads).astype(table_VE.dtype))
+    return table_VE, accum_V
 
 
 def linear_lr(total_steps: int, start: float = 0.025, end: float = 1e-4) -> optax.Schedule:
