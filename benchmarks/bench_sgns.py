@@ -22,6 +22,7 @@ say little about large-corpus quality; the ratio is what the acceptance reads.
 
 import argparse
 import collections
+import functools
 import gzip
 import json
 import os
@@ -127,7 +128,9 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
     def step(state, inputs):
         ids_T, segments_T, index = inputs
         k_sub, k_win, k_neg = jax.random.split(jax.random.fold_in(key, index), 3)
-        ids, valid, segments = sgns.subsample(ids_T, keep_V, k_sub, segments_T)
+        ids, valid, segments, overflow = sgns.subsample(
+            ids_T, keep_V, k_sub, segments_T, tables["capacity"]
+        )
         mask, _ = sgns.dynamic_window(valid, config.window, k_win, segments)
         shape = sgns.negative_shape(config, ids.shape[0])
         negatives = sgns.sample_negatives(k_neg, accept_V, alias_V, shape)
@@ -141,9 +144,9 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
         g_context = jnp.concatenate([g_u, g_n.reshape(-1, g_u.shape[-1])])
         context, acc_u = update(context, state["acc_context"], context_ids, g_context, lr)
         new = {"center": center, "context": context, "acc_center": acc_c, "acc_context": acc_u}
-        return new, (loss, pairs)
+        return new, (loss, pairs, overflow)
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=0)
     def dispatch(state, ids_ST, segments_ST, steps_S):
         return jax.lax.scan(step, state, (ids_ST, segments_ST, steps_S))
 
@@ -157,11 +160,9 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
     ids, segments = token_stream(sentences, tokenizer)
     counts = training_counts(tokenizer.counts_array())
     accept, alias = sgns.negative_table(counts, 0.75)
-    tables = {
-        "keep": transforms.keep_probabilities(counts, args.sample),
-        "accept": accept,
-        "alias": alias,
-    }
+    keep = transforms.keep_probabilities(counts, args.sample)
+    capacity = sgns.kept_capacity(keep, counts, args.chunk) if args.capacity else None
+    tables = {"keep": keep, "accept": accept, "alias": alias, "capacity": capacity}
     config = sgns.SGNSConfig(
         vocab_size=tokenizer.vocab_size,
         embed_dim=args.dim,
@@ -185,14 +186,15 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
     }
     dispatch = make_dispatch(config, tables, steps_per_epoch * args.epochs, args)
     setup = time.perf_counter() - start
-    losses, pairs, first_dispatch = [], [], 0.0
+    losses, pairs, overflows, first_dispatch = [], [], [], 0.0
     for epoch in range(args.epochs):
         for first in range(0, steps_per_epoch, per_dispatch):
             rows = slice(first, first + per_dispatch)
             steps = np.arange(first, first + per_dispatch) + epoch * steps_per_epoch
-            state, (loss, n) = dispatch(state, ids_ST[rows], segments_ST[rows], steps)
+            state, (loss, n, overflow) = dispatch(state, ids_ST[rows], segments_ST[rows], steps)
             losses.append(loss)
             pairs.append(n)
+            overflows.append(overflow)
             if not first_dispatch:
                 first_dispatch = float(jax.block_until_ready(loss)[0] * 0) + time.perf_counter()
     center = np.asarray(state["center"])
@@ -202,6 +204,8 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
         "setup_seconds": round(setup, 2),  # vocabulary, id stream, tables, init
         "first_dispatch_seconds": round(first_dispatch - start - setup, 2),  # + compilation
         "steps": int(steps_per_epoch * args.epochs),
+        "capacity": capacity or args.chunk,
+        "overflow_tokens": int(np.concatenate(overflows).sum()),
         "pairs_per_epoch": float(n.sum() / args.epochs),
         "first_epoch_loss": float(loss[:steps_per_epoch].sum() / n[:steps_per_epoch].sum()),
         "last_epoch_loss": float(loss[-steps_per_epoch:].sum() / n[-steps_per_epoch:].sum()),
@@ -209,6 +213,55 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
     }
     words = tokenizer.words
     return seconds, wvec.WordVectors(words, center[NUM_SPECIAL : NUM_SPECIAL + len(words)]), stats
+
+
+def _synthetic_run(args, vocab: int):
+    """(dispatch, state, ids, segments) for a Zipf vocabulary of ``vocab`` ids."""
+    counts = (1e9 / np.arange(1, vocab + 1)).astype(np.int64)
+    counts[:NUM_SPECIAL] = 0
+    accept, alias = sgns.negative_table(counts, 0.75)
+    keep = transforms.keep_probabilities(counts, args.sample)
+    capacity = sgns.kept_capacity(keep, counts, args.chunk) if args.capacity else None
+    tables = {"keep": keep, "accept": accept, "alias": alias, "capacity": capacity}
+    config = sgns.SGNSConfig(
+        vocab_size=vocab,
+        embed_dim=args.dim,
+        window=args.window,
+        negatives=args.negatives,
+        negative_sharing=args.sharing,
+        batch_negatives=args.batch_negatives,
+    )
+    dispatch = make_dispatch(config, tables, 10**6, args)
+    rng = np.random.default_rng(args.seed)
+    ids = rng.choice(vocab, size=(args.steps_per_dispatch, args.chunk), p=counts / counts.sum())
+    params = sgns.SGNS(config).init(jax.random.PRNGKey(args.seed))["params"]
+    state = {
+        "center": params["center"].value,
+        "context": params["context"].value,
+        "acc_center": jnp.zeros(vocab),
+        "acc_context": jnp.zeros(vocab),
+    }
+    return dispatch, state, ids.astype(np.int32), np.ones(ids.shape, np.int32)
+
+
+def vocab_scaling(args, vocabularies=(10_000, 1_000_000), rounds=7) -> dict:
+    """ms per step of the same dispatch at each vocabulary size (Zipf counts and ids);
+    the sizes alternate round by round and the fastest round of each is kept."""
+    runs = {vocab: list(_synthetic_run(args, vocab)) for vocab in vocabularies}
+    best = dict.fromkeys(vocabularies, float("inf"))
+    per = args.steps_per_dispatch
+    for r in range(rounds + 1):  # round 0 compiles
+        for vocab, run in runs.items():
+            dispatch, state, ids, segments = run
+            start = time.perf_counter()
+            run[1], _ = jax.block_until_ready(dispatch(state, ids, segments, np.arange(per) + r))
+            if r:
+                best[vocab] = min(best[vocab], 1e3 * (time.perf_counter() - start) / per)
+    for vocab in vocabularies:
+        print(f"vocabulary {vocab:>9,}: {best[vocab]:.2f} ms/step ({args.chunk} tokens)")
+    ratio = best[vocabularies[-1]] / best[vocabularies[0]]
+    print(f"step time {vocabularies[-1]:,} / {vocabularies[0]:,}: {ratio:.2f}x")
+    return {"ms_per_step": best, "ratio": ratio}
 
 
 def main(argv=None) -> dict:
@@ -221,16 +274,29 @@ def main(argv=None) -> dict:
     parser.add_argument("--dim", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2, help="gensim worker threads")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--chunk", type=int, default=4096, help="nlpjax: tokens per step")
-    parser.add_argument("--steps_per_dispatch", type=int, default=16)
-    parser.add_argument("--sharing", default="center", choices=sgns.NEGATIVE_SHARING)
-    parser.add_argument("--batch_negatives", type=int, default=256)
-    parser.add_argument("--update", default="sgd", choices=("sgd", "adagrad"))
-    parser.add_argument("--lr", type=float, default=0.025)
+    parser.add_argument("--chunk", type=int, default=1024, help="nlpjax: tokens per step")
+    parser.add_argument("--steps_per_dispatch", type=int, default=32)
+    parser.add_argument("--sharing", default="batch", choices=sgns.NEGATIVE_SHARING)
+    parser.add_argument("--batch_negatives", type=int, default=64)
+    parser.add_argument("--update", default="adagrad", choices=("sgd", "adagrad"))
+    parser.add_argument("--lr", type=float, default=0.4, help="word2vec's SGD: 0.025")
     parser.add_argument("--min_lr", type=float, default=0.0001)
+    parser.add_argument(
+        "--vocab_scaling",
+        action="store_true",
+        help="instead: step time at vocabulary 10k and 1M on synthetic Zipf ids",
+    )
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=1,
+        help="1: run pairs and loss on kept_capacity slots after subsampling; 0: on the chunk",
+    )
     parser.add_argument("--skip_gensim", action="store_true")
     parser.add_argument("--json", default="", help="write the results to this file")
     args = parser.parse_args(argv)
+    if args.vocab_scaling:
+        return vocab_scaling(args)
 
     sentences = read_sentences()
     corpus_words = sum(len(s) for s in sentences)

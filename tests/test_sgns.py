@@ -1,5 +1,8 @@
 """word2vec on the device (models/sgns.py) and word-vector evaluation (analysis/word_vectors.py)."""
 
+import os
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +16,7 @@ from nlpjax.models import sgns
 KEY = jax.random.PRNGKey(0)
 # Jitted once per shape: one compilation instead of one per operation.
 WINDOW = jax.jit(sgns.dynamic_window, static_argnums=1)
-SUBSAMPLE = jax.jit(sgns.subsample)
+SUBSAMPLE = jax.jit(sgns.subsample, static_argnums=4)
 
 
 def _sigmoid(x):
@@ -94,25 +97,42 @@ def test_subsampling_keep_rate_matches_word2vec_formula():
         keep_V[4:], np.minimum((np.sqrt(freq / 1e-3) + 1) * 1e-3 / freq, 1), rtol=1e-6
     )
     ids = np.tile(np.arange(9, dtype=np.int32), 4000)
-    packed, valid, _ = SUBSAMPLE(jnp.asarray(ids), jnp.asarray(keep_V), KEY)
+    packed, valid, _, overflow = SUBSAMPLE(jnp.asarray(ids), jnp.asarray(keep_V), KEY)
     packed, valid = np.asarray(packed), np.asarray(valid)
     kept = packed[valid]
     rate = np.bincount(kept, minlength=9) / 4000
     assert (rate[:4] == 0).all()  # special ids (count 0) never kept
     np.testing.assert_allclose(rate[4:], keep_V[4:], atol=4 * np.sqrt(0.25 / 4000))
     assert (packed[~valid] == 0).all() and valid[: valid.sum()].all()  # survivors packed left
+    assert int(overflow) == 0
 
 
 def test_subsampling_keeps_order_and_segments():
     ids = jnp.arange(4, 104, dtype=jnp.int32)
     segments = jnp.repeat(jnp.arange(1, 11), 10)
     keep_V = jnp.full(104, 0.5)
-    packed, valid, packed_segments = SUBSAMPLE(ids, keep_V, KEY, segments)
+    packed, valid, packed_segments, _ = SUBSAMPLE(ids, keep_V, KEY, segments)
     n = int(valid.sum())
     assert 20 < n < 80
     kept = np.asarray(packed[:n])
     assert (np.diff(kept) > 0).all()  # order preserved
     np.testing.assert_array_equal(np.asarray(packed_segments[:n]), (kept - 4) // 10 + 1)
+
+
+def test_subsampling_into_a_capacity_counts_the_overflow():
+    counts = np.r_[np.zeros(4), np.full(20, 1000.0)]
+    keep_V = np.r_[np.zeros(4), np.full(20, 0.5)].astype(np.float32)
+    capacity = sgns.kept_capacity(keep_V, counts, 2000)
+    assert 1000 < capacity < 1300  # 1000 expected survivors, with a margin
+    ids = jnp.asarray(np.tile(np.arange(4, 24, dtype=np.int32), 100))
+    full, valid_full, _, _ = SUBSAMPLE(ids, jnp.asarray(keep_V), KEY, None, None)
+    packed, valid, _, overflow = SUBSAMPLE(ids, jnp.asarray(keep_V), KEY, None, capacity)
+    assert packed.shape == (capacity,) and int(overflow) == 0
+    np.testing.assert_array_equal(packed, full[:capacity])
+    assert int(valid.sum()) == int(valid_full.sum())
+    small, valid_small, _, overflow = SUBSAMPLE(ids, jnp.asarray(keep_V), KEY, None, 100)
+    assert int(overflow) == int(valid_full.sum()) - 100 and bool(valid_small.all())
+    np.testing.assert_array_equal(small, full[:100])
 
 
 # -- negatives --------------------------------------------------------------------------
@@ -435,3 +455,13 @@ def test_word2vec_export_format(toy_vectors, tmp_path, binary):
             rows.append(np.array(line.split(), np.float32))
     assert rest == b"" and words == toy_vectors.words
     np.testing.assert_allclose(np.array(rows), toy_vectors.vectors, rtol=1e-5)
+
+
+def test_the_shared_evaluation_files_parse_completely():
+    word_eval = Path(os.environ["NLPJAX_DATA_DIR"]) / "word_eval"
+    wordsim, skipped_wordsim = wvec.read_similarity_pairs(word_eval / "wordsim353.tsv")
+    simlex, skipped_simlex = wvec.read_similarity_pairs(word_eval / "simlex999.txt")
+    sections, skipped_analogies = wvec.read_analogies(word_eval / "questions-words.txt")
+    assert (len(wordsim), len(simlex)) == (353, 999)
+    assert len(sections) == 14 and sum(len(q) for q in sections.values()) == 19_544
+    assert skipped_wordsim == skipped_simlex == skipped_analogies == 0

@@ -103,22 +103,47 @@ def subsample(
     keep_V: Float[Array, " V"],
     rng: PRNGKey,
     segments_L: Int[Array, " L"] | None = None,
-) -> tuple[Int[Array, " L"], Bool[Array, " L"], Int[Array, " L"]]:
+    capacity: int | None = None,
+) -> tuple[Int[Array, " M"], Bool[Array, " M"], Int[Array, " M"], Int[Array, ""]]:
     """Frequent-word subsampling: each token kept with ``keep_V[id]``, survivors packed left.
 
     As word2vec, dropped words are removed before windows are formed, so a window reaches
     past them. ``keep_V`` is ``data.transforms.keep_probabilities`` (0 for ids never trained
-    on, e.g. padding). Returns (ids, valid, segments) of the same length L: the kept tokens
-    first, in order, then padding (valid False).
+    on, e.g. padding).
+
+    Args:
+      ids_L: a chunk of the token stream.
+      keep_V: keep probability per id.
+      rng: the step's key for this draw.
+      segments_L: sentence/document number per token (windows never cross one).
+      capacity: M, the length of the result (default L). Subsampling usually drops a
+        large share of the tokens, so the pairs and losses downstream can run on
+        ``kept_capacity(...)`` slots instead of L; survivors past M are lost and counted.
+
+    Returns:
+      (ids, valid, segments, overflow): the kept tokens first, in order, then padding
+      (valid False); overflow = kept tokens that did not fit in M.
     """
     length = ids_L.shape[0]
+    capacity = length if capacity is None else capacity
     segments_L = jnp.ones_like(ids_L) if segments_L is None else segments_L
     keep_L = jax.random.uniform(rng, (length,)) < keep_V[ids_L]
-    slot_L = jnp.where(keep_L, jnp.cumsum(keep_L) - 1, length)  # length = dropped
-    packed = jnp.zeros_like(ids_L).at[slot_L].set(ids_L, mode="drop")
-    packed_segments = jnp.zeros_like(segments_L).at[slot_L].set(segments_L, mode="drop")
-    valid_L = jnp.arange(length) < keep_L.sum()
-    return packed, valid_L, packed_segments
+    slot_L = jnp.where(keep_L, jnp.cumsum(keep_L) - 1, capacity)  # >= capacity: dropped
+    packed = jnp.zeros(capacity, ids_L.dtype).at[slot_L].set(ids_L, mode="drop")
+    packed_segments = jnp.zeros(capacity, segments_L.dtype).at[slot_L].set(segments_L, mode="drop")
+    kept = keep_L.sum()
+    valid_M = jnp.arange(capacity) < kept
+    return packed, valid_M, packed_segments, jnp.maximum(kept - capacity, 0)
+
+
+def kept_capacity(keep_V: np.ndarray, counts_V: np.ndarray, length: int) -> int:
+    """Slots for the survivors of a chunk of ``length`` tokens: the expected number kept
+    (from the corpus counts) plus 10% and 6 binomial standard deviations, at most L."""
+    freq = np.asarray(counts_V, np.float64) / max(np.sum(counts_V), 1)
+    keep = np.asarray(keep_V, np.float64)
+    mean = length * float(np.sum(freq * keep))
+    std = np.sqrt(length * float(np.sum(freq * keep * (1 - keep))))
+    return int(min(length, np.ceil(1.1 * mean + 6 * std + 8)))
 
 
 def window_offsets(window: int) -> np.ndarray:
