@@ -186,7 +186,7 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
     }
     dispatch = make_dispatch(config, tables, steps_per_epoch * args.epochs, args)
     setup = time.perf_counter() - start
-    losses, pairs, overflows, first_dispatch = [], [], [], 0.0
+    losses, pairs, overflows, first_dispatch, epoch_ends = [], [], [], 0.0, []
     for epoch in range(args.epochs):
         for first in range(0, steps_per_epoch, per_dispatch):
             rows = slice(first, first + per_dispatch)
@@ -197,12 +197,17 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
             overflows.append(overflow)
             if not first_dispatch:
                 first_dispatch = float(jax.block_until_ready(loss)[0] * 0) + time.perf_counter()
+        epoch_ends.append(float(jax.block_until_ready(loss)[0] * 0) + time.perf_counter())
     center = np.asarray(state["center"])
     seconds = time.perf_counter() - start
     loss, n = np.concatenate(losses), np.concatenate(pairs)
     stats = {
         "setup_seconds": round(setup, 2),  # vocabulary, id stream, tables, init
         "first_dispatch_seconds": round(first_dispatch - start - setup, 2),  # + compilation
+        "epoch_seconds": [
+            round(b - a, 2)
+            for a, b in zip([first_dispatch, *epoch_ends[:-1]], epoch_ends, strict=True)
+        ],
         "steps": int(steps_per_epoch * args.epochs),
         "capacity": capacity or args.chunk,
         "overflow_tokens": int(np.concatenate(overflows).sum()),
@@ -278,8 +283,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps_per_dispatch", type=int, default=32)
     parser.add_argument("--sharing", default="batch", choices=sgns.NEGATIVE_SHARING)
     parser.add_argument("--batch_negatives", type=int, default=64)
-    parser.add_argument("--update", default="adagrad", choices=("sgd", "adagrad"))
-    parser.add_argument("--lr", type=float, default=0.4, help="word2vec's SGD: 0.025")
+    parser.add_argument("--update", default="sgd", choices=("sgd", "adagrad"))
+    parser.add_argument("--lr", type=float, default=0.025, help="word2vec's; Adagrad: 0.4")
     parser.add_argument("--min_lr", type=float, default=0.0001)
     parser.add_argument(
         "--vocab_scaling",
