@@ -215,6 +215,19 @@ def _skipgram_reference(chunk, sharing, scale=1.0):
     return loss, grads
 
 
+@pytest.mark.parametrize("length, window", [(14, 3), (17, 2), (5, 4), (1, 1)])
+def test_positive_scores_equal_explicit_dot_products(length, window):
+    rng = np.random.default_rng(4)
+    v, u = (rng.normal(size=(length, E)).astype(np.float32) for _ in range(2))
+    scores = np.asarray(jax.jit(sgns.positive_scores, static_argnums=2)(v, u, window))
+    assert scores.shape == (length, 2 * window)
+    for i in range(length):
+        for k, offset in enumerate(sgns.window_offsets(window)):
+            j = i + offset
+            want = v[i] @ u[j] if 0 <= j < length else 0.0
+            assert scores[i, k] == pytest.approx(want, abs=1e-4), (i, offset)
+
+
 @pytest.mark.parametrize(
     "sharing, num_negatives", [("pair", None), ("center", None), ("batch", None), ("batch", 2)]
 )

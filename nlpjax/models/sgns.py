@@ -248,6 +248,38 @@ def _shifted(rows_LE: Array, offsets_C: np.ndarray) -> list[Array]:
     return [padded[reach + int(o) : reach + int(o) + length] for o in offsets_C]
 
 
+def positive_scores(
+    center_LE: Float[Array, "L E"], context_LE: Float[Array, "L E"], window: int
+) -> Float[Array, "L C"]:
+    """``center[i] . context[i + offset]`` for every position and window offset (zero
+    past the chunk's ends; callers mask).
+
+    Computed in blocks of b = 2 * window centers: block k's windows lie inside blocks
+    k and k + 1 of the context rows shifted by ``window``, so one batched (b, E) x (E, 2b)
+    matmul per block gives every score a block needs (twice the multiplications of the
+    10 shifted dot products, in about half the time on XLA:CPU, whose fused reductions
+    run far below its matmul speed).
+    """
+    length, width = center_LE.shape
+    block = 2 * window
+    blocks = -(-length // block)
+    padded = blocks * block
+    v_KBE = jnp.pad(center_LE, ((0, padded - length), (0, 0))).reshape(blocks, block, width)
+    u_PE = jnp.pad(context_LE, ((window, padded - length + block - window), (0, 0)))
+    u_KQE = jnp.concatenate(
+        [
+            u_PE[:padded].reshape(blocks, block, width),
+            u_PE[block : padded + block].reshape(blocks, block, width),
+        ],
+        axis=1,
+    )  # rows k * b - window .. k * b + b + window - 1 (and b - 2 * window more)
+    scores_KBQ = jnp.einsum("kbe,kqe->kbq", v_KBE, u_KQE)
+    offsets_C = window_offsets(window)
+    index_BC = np.arange(block)[:, None] + window + offsets_C[None, :]
+    index = jnp.broadcast_to(index_BC, (blocks, block, len(offsets_C)))
+    return jnp.take_along_axis(scores_KBQ, index, axis=2).reshape(padded, -1)[:length]
+
+
 def _negative_term(
     query_LE: Float[Array, "L E"], negatives: Array, sharing: str, weight: Array, count: int
 ) -> Array:
@@ -295,8 +327,7 @@ def skipgram_ns_loss(
       per-pair SGD step summed over the chunk.
     """
     mask = mask_LC.astype(center_LE.dtype)
-    shifted = _shifted(context_LE, window_offsets(window))
-    scores_LC = jnp.stack([jnp.sum(center_LE * u_LE, -1) for u_LE in shifted], axis=1)
+    scores_LC = positive_scores(center_LE, context_LE, window)
     positive = jnp.sum(-jax.nn.log_sigmoid(scores_LC) * mask)
     weight = mask if sharing == "pair" else mask.sum(1)
     count = negatives.shape[-2] if num_negatives is None else num_negatives
