@@ -153,6 +153,12 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
     return dispatch
 
 
+def _finished(result) -> float:
+    """The time once ``result`` is computed."""
+    jax.block_until_ready(result)
+    return time.perf_counter()
+
+
 def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
     start = time.perf_counter()
     counter = collections.Counter(w for words in sentences for w in words)
@@ -196,8 +202,8 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
             pairs.append(n)
             overflows.append(overflow)
             if not first_dispatch:
-                first_dispatch = float(jax.block_until_ready(loss)[0] * 0) + time.perf_counter()
-        epoch_ends.append(float(jax.block_until_ready(loss)[0] * 0) + time.perf_counter())
+                first_dispatch = _finished(loss)
+        epoch_ends.append(_finished(loss))
     center = np.asarray(state["center"])
     seconds = time.perf_counter() - start
     loss, n = np.concatenate(losses), np.concatenate(pairs)
@@ -297,9 +303,17 @@ def main(argv=None) -> dict:
         default=1,
         help="1: run pairs and loss on kept_capacity slots after subsampling; 0: on the chunk",
     )
+    parser.add_argument(
+        "--compilation_cache",
+        default="",
+        help="a persistent XLA compilation cache directory (a second run skips compiling)",
+    )
     parser.add_argument("--skip_gensim", action="store_true")
     parser.add_argument("--json", default="", help="write the results to this file")
     args = parser.parse_args(argv)
+    if args.compilation_cache:
+        jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     if args.vocab_scaling:
         return vocab_scaling(args)
 

@@ -180,12 +180,18 @@ def chunk():
             "pair": rng.normal(size=(L, 2 * W, N, E)).astype(np.float32) * 0.5,
             "center": rng.normal(size=(L, N, E)).astype(np.float32) * 0.5,
             "batch": rng.normal(size=(N, E)).astype(np.float32) * 0.5,
+            "block": rng.normal(size=(-(-L // (2 * W)), N, E)).astype(np.float32) * 0.5,
         },
     }
 
 
 def _negatives_for(neg, sharing, i, k):
-    return {"pair": lambda: neg[i, k], "center": lambda: neg[i], "batch": lambda: neg}[sharing]()
+    return {
+        "pair": lambda: neg[i, k],
+        "center": lambda: neg[i],
+        "block": lambda: neg[i // -(-L // len(neg))],  # groups of ceil(L / K) centers
+        "batch": lambda: neg,
+    }[sharing]()
 
 
 def _skipgram_reference(chunk, sharing, scale=1.0):
@@ -210,6 +216,8 @@ def _skipgram_reference(chunk, sharing, scale=1.0):
                 grads[2][i, k, n_index] += g
             elif sharing == "center":
                 grads[2][i, n_index] += g
+            elif sharing == "block":
+                grads[2][i // -(-L // len(neg)), n_index] += g
             else:
                 grads[2][n_index] += g
     return loss, grads
@@ -229,7 +237,8 @@ def test_positive_scores_equal_explicit_dot_products(length, window):
 
 
 @pytest.mark.parametrize(
-    "sharing, num_negatives", [("pair", None), ("center", None), ("batch", None), ("batch", 2)]
+    "sharing, num_negatives",
+    [("pair", None), ("center", None), ("block", None), ("batch", None), ("batch", 2)],
 )
 def test_skipgram_ns_loss_and_gradients_equal_numpy_reference(chunk, sharing, num_negatives):
     def loss_fn(v, u, neg):
@@ -247,7 +256,7 @@ def test_skipgram_ns_loss_and_gradients_equal_numpy_reference(chunk, sharing, nu
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("sharing", ["center", "batch"])
+@pytest.mark.parametrize("sharing", ["center", "block", "batch"])
 def test_cbow_ns_loss_equals_numpy_reference(chunk, sharing):
     v, u, neg, mask = chunk["center"], chunk["context"], chunk["neg"][sharing], chunk["mask"]
     cbow = jax.jit(sgns.cbow_ns_loss, static_argnums=(4, 5))

@@ -25,9 +25,10 @@ from nlpjax.types import Array, Bool, Float, Int, PRNGKey
 
 OBJECTIVES = ("skipgram", "cbow", "softmax")
 # "pair": N fresh negatives per (center, context) pair (word2vec; skip-gram only);
-# "center": N per center, weighted by its number of pairs; "batch": ``batch_negatives``
-# draws shared by the whole chunk (the scores are one matmul), weighted N / draws.
-NEGATIVE_SHARING = ("pair", "center", "batch")
+# "center": N per center, weighted by its number of pairs; "block": N per block of
+# 2 * window consecutive centers (a batched matmul); "batch": ``batch_negatives`` draws
+# shared by the whole chunk (one matmul), weighted N / draws.
+NEGATIVE_SHARING = ("pair", "center", "block", "batch")
 TABLE_AXES = ("vocab", "embed")
 
 
@@ -228,11 +229,13 @@ def sample_negatives(
 
 
 def negative_shape(config: SGNSConfig, length: int) -> tuple[int, ...]:
-    """Shape of the negative ids for a chunk of ``length``: (L, C, N), (L, N) or (D,)."""
+    """Shape of the negative ids for a chunk of ``length``: (L, C, N), (L, N),
+    (ceil(L / (2 * window)), N) or (D,)."""
     n = config.negatives
     return {
         "pair": (length, config.num_contexts, n),
         "center": (length, n),
+        "block": (-(-length // config.num_contexts), n),
         "batch": (config.batch_negatives,),
     }[config.negative_sharing]
 
@@ -287,6 +290,8 @@ def _negative_term(
 
     ``weight`` is the pair mask (L, C) for "pair" sharing, else the pairs per center (L,);
     ``count`` negatives per pair are wanted, so each of the D drawn counts count / D.
+    With "block" sharing, negatives (K, N, E) serve K consecutive groups of ceil(L / K)
+    centers.
     """
     scale = count / negatives.shape[-2]
     if sharing == "pair":  # negatives (L, C, N, E)
@@ -294,6 +299,12 @@ def _negative_term(
         return scale * jnp.sum(-jax.nn.log_sigmoid(-scores_LCN) * weight[..., None])
     if sharing == "center":  # negatives (L, N, E)
         scores_LN = jnp.einsum("le,lne->ln", query_LE, negatives)
+    elif sharing == "block":  # negatives (K, N, E)
+        length, groups = query_LE.shape[0], negatives.shape[0]
+        size = -(-length // groups)
+        padded = jnp.pad(query_LE, ((0, groups * size - length), (0, 0)))
+        scores_KGN = jnp.einsum("kge,kne->kgn", padded.reshape(groups, size, -1), negatives)
+        scores_LN = scores_KGN.reshape(groups * size, -1)[:length]
     else:  # "batch": negatives (D, E), one matmul
         scores_LN = query_LE @ negatives.T
     return scale * jnp.sum(-jax.nn.log_sigmoid(-scores_LN) * weight[:, None])
