@@ -34,6 +34,19 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NLPJAX_DATA_DIR", str(REPO.parent / "shared" / "data"))
 sys.path.insert(0, str(REPO))
 
+
+def _host_devices(argv: list[str]) -> int:
+    """``--devices=N`` (read before jax is imported: it sets the CPU device count)."""
+    values = [a.split("=", 1)[1] for a in argv if a.startswith("--devices=")]
+    return int(values[-1]) if values else 1
+
+
+if _host_devices(sys.argv) > 1:
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + f" --xla_force_host_platform_device_count={_host_devices(sys.argv)}"
+    )
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -109,7 +122,14 @@ def token_stream(sentences, tokenizer) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args):
-    """A jitted ``lax.scan`` over chunks: (state, ids_ST, segments_ST, steps_S) -> state."""
+    """A jitted ``lax.scan`` over chunks: (state, ids_ST, segments_ST, steps_S) -> state.
+
+    With ``args.devices`` > 1 it is pmapped instead: each device takes its part of every
+    chunk (ids (devices, S, T / devices)), and the row gradients of all devices are
+    gathered and applied on every device, so the replicas stay equal (a chunk of T
+    tokens whose windows stop at the parts' boundaries, each part drawing its own
+    negatives)."""
+    devices = getattr(args, "devices", 1)
     keep_V, accept_V, alias_V = (jnp.asarray(tables[k]) for k in ("keep", "accept", "alias"))
     schedule = sgns.linear_lr(total_steps, args.lr, args.min_lr)
 
@@ -126,7 +146,10 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
 
     def step(state, inputs):
         ids_T, segments_T, index = inputs
-        k_sub, k_win, k_neg = jax.random.split(jax.random.fold_in(state["key"], index), 3)
+        key = jax.random.fold_in(state["key"], index)
+        if devices > 1:
+            key = jax.random.fold_in(key, jax.lax.axis_index("devices"))
+        k_sub, k_win, k_neg = jax.random.split(key, 3)
         ids, valid, segments, overflow = sgns.subsample(
             ids_T, keep_V, k_sub, segments_T, tables["capacity"]
         )
@@ -138,19 +161,25 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
         grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1, 2), has_aux=True)
         (loss, pairs), (g_v, g_u, g_n) = grad_fn(*rows, mask)
         lr = schedule(index)
-        center, acc_c = update(center, state["acc_center"], ids, g_v, lr)
         context_ids = jnp.concatenate([ids, negatives.reshape(-1)])
         g_context = jnp.concatenate([g_u, g_n.reshape(-1, g_u.shape[-1])])
+        if devices > 1:  # every device applies every device's rows
+            ids, g_v, context_ids, g_context = (
+                jax.lax.all_gather(x, "devices", tiled=True)
+                for x in (ids, g_v, context_ids, g_context)
+            )
+        center, acc_c = update(center, state["acc_center"], ids, g_v, lr)
         context, acc_u = update(context, state["acc_context"], context_ids, g_context, lr)
         new = {**state, "center": center, "context": context}
         new |= {"acc_center": acc_c, "acc_context": acc_u}
         return new, (loss, pairs, overflow)
 
-    @functools.partial(jax.jit, donate_argnums=0)
     def dispatch(state, ids_ST, segments_ST, steps_S):
         return jax.lax.scan(step, state, (ids_ST, segments_ST, steps_S))
 
-    return dispatch
+    if devices > 1:
+        return jax.pmap(dispatch, "devices", in_axes=(0, 0, 0, None), donate_argnums=0)
+    return functools.partial(jax.jit, donate_argnums=0)(dispatch)
 
 
 def _finished(result) -> float:
@@ -167,7 +196,8 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
     counts = training_counts(tokenizer.counts_array())
     accept, alias = sgns.negative_table(counts, 0.75)
     keep = transforms.keep_probabilities(counts, args.sample)
-    capacity = sgns.kept_capacity(keep, counts, args.chunk) if args.capacity else None
+    part = args.chunk // args.devices
+    capacity = sgns.kept_capacity(keep, counts, part) if args.capacity else None
     tables = {"keep": keep, "accept": accept, "alias": alias, "capacity": capacity}
     config = sgns.SGNSConfig(
         vocab_size=tokenizer.vocab_size,
@@ -191,12 +221,20 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
         "acc_context": jnp.zeros(vocab),
         "key": jax.random.PRNGKey(args.seed),  # an argument, so seeds share one program
     }
+    if args.devices > 1:  # one replica per device; each takes its part of every chunk
+        stacked = jax.tree.map(lambda x: jnp.stack([x] * args.devices), state)
+        # laid out as pmap lays out its outputs, so the step compiles once
+        state = jax.pmap(lambda x: x, "devices")(stacked)
+        ids_ST, segments_ST = (
+            x.reshape(steps_per_epoch, args.devices, part).transpose(1, 0, 2)
+            for x in (ids_ST, segments_ST)
+        )
     dispatch = make_dispatch(config, tables, steps_per_epoch * args.epochs, args)
     setup = time.perf_counter() - start
     losses, pairs, overflows, first_dispatch, epoch_ends = [], [], [], 0.0, []
     for epoch in range(args.epochs):
         for first in range(0, steps_per_epoch, per_dispatch):
-            rows = slice(first, first + per_dispatch)
+            rows = (slice(None),) * (args.devices > 1) + (slice(first, first + per_dispatch),)
             steps = np.arange(first, first + per_dispatch) + epoch * steps_per_epoch
             state, (loss, n, overflow) = dispatch(state, ids_ST[rows], segments_ST[rows], steps)
             losses.append(loss)
@@ -205,9 +243,12 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
             if not first_dispatch:
                 first_dispatch = _finished(loss)
         epoch_ends.append(_finished(loss))
-    center = np.asarray(state["center"])
+    center = np.asarray(state["center"][0] if args.devices > 1 else state["center"])
     seconds = time.perf_counter() - start
-    loss, n = np.concatenate(losses), np.concatenate(pairs)
+    loss, n = (
+        np.concatenate([np.asarray(x).reshape(-1, per_dispatch).sum(0) for x in xs])
+        for xs in (losses, pairs)
+    )
     stats = {
         "setup_seconds": round(setup, 2),  # vocabulary, id stream, tables, init
         "first_dispatch_seconds": round(first_dispatch - start - setup, 2),  # + compilation
@@ -216,7 +257,7 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
             for a, b in zip([first_dispatch, *epoch_ends[:-1]], epoch_ends, strict=True)
         ],
         "steps": int(steps_per_epoch * args.epochs),
-        "capacity": capacity or args.chunk,
+        "capacity": capacity or part,
         "overflow_tokens": int(np.concatenate(overflows).sum()),
         "pairs_per_epoch": float(n.sum() / args.epochs),
         "first_epoch_loss": float(loss[:steps_per_epoch].sum() / n[:steps_per_epoch].sum()),
@@ -289,6 +330,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=1024, help="nlpjax: tokens per step")
     parser.add_argument("--steps_per_dispatch", type=int, default=32)
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="CPU devices (one thread each): each takes chunk / devices tokens of a step",
+    )
     parser.add_argument("--sharing", default="batch", choices=sgns.NEGATIVE_SHARING)
     parser.add_argument("--batch_negatives", type=int, default=64)
     parser.add_argument("--update", default="sgd", choices=("sgd", "adagrad"))
@@ -316,7 +363,11 @@ def main(argv=None) -> dict:
     if args.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    if args.chunk % args.devices:
+        parser.error(f"--chunk={args.chunk} does not split over --devices={args.devices}")
     if args.vocab_scaling:
+        if args.devices != 1:
+            parser.error("--vocab_scaling times one device")
         return vocab_scaling(args)
 
     sentences = read_sentences()
