@@ -139,9 +139,11 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
         )
         return loss, pairs
 
-    def update(table, accum, ids, grads, lr):
+    def update(table, accum, ids, grads, lr, uses):
         if args.update == "adagrad":
             return sgns.sparse_adagrad(table, accum, ids, grads, lr)
+        if args.update == "capped":  # accum is the all-zero scratch buffer
+            return sgns.sparse_sgd_capped(table, accum, ids, grads, uses, lr, args.cap)
         return sgns.sparse_sgd(table, ids, grads, lr), accum
 
     def step(state, inputs):
@@ -163,13 +165,19 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
         lr = schedule(index)
         context_ids = jnp.concatenate([ids, negatives.reshape(-1)])
         g_context = jnp.concatenate([g_u, g_n.reshape(-1, g_u.shape[-1])])
+        uses_c, uses_u, uses_n = sgns.row_uses(
+            mask, config.window, negatives.shape, config.negative_sharing, config.negatives
+        )
+        uses_context = jnp.concatenate([uses_u, uses_n.reshape(-1)])
         if devices > 1:  # every device applies every device's rows
-            ids, g_v, context_ids, g_context = (
+            ids, g_v, context_ids, g_context, uses_c, uses_context = (
                 jax.lax.all_gather(x, "devices", tiled=True)
-                for x in (ids, g_v, context_ids, g_context)
+                for x in (ids, g_v, context_ids, g_context, uses_c, uses_context)
             )
-        center, acc_c = update(center, state["acc_center"], ids, g_v, lr)
-        context, acc_u = update(context, state["acc_context"], context_ids, g_context, lr)
+        center, acc_c = update(center, state["acc_center"], ids, g_v, lr, uses_c)
+        context, acc_u = update(
+            context, state["acc_context"], context_ids, g_context, lr, uses_context
+        )
         new = {**state, "center": center, "context": context}
         new |= {"acc_center": acc_c, "acc_context": acc_u}
         return new, (loss, pairs, overflow)
@@ -338,7 +346,8 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--sharing", default="batch", choices=sgns.NEGATIVE_SHARING)
     parser.add_argument("--batch_negatives", type=int, default=64)
-    parser.add_argument("--update", default="sgd", choices=("sgd", "adagrad"))
+    parser.add_argument("--update", default="sgd", choices=("sgd", "adagrad", "capped"))
+    parser.add_argument("--cap", type=float, default=100.0, help="capped: pair terms per row")
     parser.add_argument("--lr", type=float, default=0.025, help="word2vec's; Adagrad: 0.4")
     parser.add_argument("--min_lr", type=float, default=0.0001)
     parser.add_argument(

@@ -358,6 +358,52 @@ def test_sparse_adagrad_equals_dense_rowwise_adagrad(tiny_tables):
     np.testing.assert_array_equal(table[untouched], center[untouched])
 
 
+@pytest.mark.parametrize("sharing", sgns.NEGATIVE_SHARING)
+def test_row_uses_count_the_pair_terms_reading_each_row(chunk, sharing):
+    mask = chunk["mask"]
+    negatives_shape = chunk["neg"][sharing].shape[:-1]
+    fn = jax.jit(sgns.row_uses, static_argnums=(1, 2, 3, 4))
+    center, context, negative = fn(jnp.asarray(mask), W, negatives_shape, sharing, 5)
+    want_center, want_context = np.zeros(L), np.zeros(L)
+    want_negative = np.zeros(negatives_shape)
+    draws = negatives_shape[-1]
+    for i, k in zip(*np.nonzero(mask), strict=True):
+        want_center[i] += 1 + 5
+        want_context[i + sgns.window_offsets(W)[k]] += 1
+        if sharing == "pair":
+            want_negative[i, k] += 1
+        elif sharing == "center":
+            want_negative[i] += 1
+        elif sharing == "block":
+            want_negative[i // -(-L // negatives_shape[0])] += 1
+        else:
+            want_negative += 5 / draws
+    np.testing.assert_allclose(center, want_center)
+    np.testing.assert_allclose(context, want_context)
+    np.testing.assert_allclose(negative, want_negative, rtol=1e-6)
+
+
+def test_capped_sgd_scales_each_rows_summed_step(tiny_tables):
+    center, _, ids, _, _ = tiny_tables
+    rng = np.random.default_rng(5)
+    grads = rng.normal(size=(30, E)).astype(np.float32)
+    uses = rng.uniform(1.0, 20.0, 30).astype(np.float32)
+    scratch = jnp.zeros(12)
+    fn = jax.jit(sgns.sparse_sgd_capped)
+    table, scratch_after = fn(
+        center, scratch, ids, jnp.asarray(grads), jnp.asarray(uses), 0.1, 25.0
+    )
+    total_g, total_uses = np.zeros((12, E), np.float32), np.zeros(12, np.float32)
+    np.add.at(total_g, np.asarray(ids), grads)
+    np.add.at(total_uses, np.asarray(ids), uses)
+    scale = np.minimum(1.0, 25.0 / np.maximum(total_uses, 1e-6))
+    np.testing.assert_allclose(
+        table, np.asarray(center) - 0.1 * scale[:, None] * total_g, atol=1e-5
+    )
+    assert (np.asarray(scratch_after) == 0).all()
+    assert (scale < 1).any() and (scale[total_uses > 0] == 1).any()  # both regimes tested
+
+
 def test_linear_lr_decays_from_0025_to_00001():
     schedule = sgns.linear_lr(100)
     assert float(schedule(0)) == pytest.approx(0.025)

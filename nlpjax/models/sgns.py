@@ -406,6 +406,69 @@ def sparse_sgd(
     return table_VE.at[ids.reshape(-1)].add(update)
 
 
+def row_uses(
+    mask_LC: Bool[Array, "L C"],
+    window: int,
+    negatives_shape: tuple[int, ...],
+    sharing: str,
+    num_negatives: int,
+) -> tuple[Array, Array, Array]:
+    """How many pair terms of the skip-gram loss read each gathered row.
+
+    Returns (center (L,), context positives (L,), negatives ``negatives_shape``): a
+    center's row is in 1 + N terms per pair, a context position's row in one term per
+    pair it is the context of, a drawn negative in the terms of the centers sharing it
+    (weighted N / draws for "batch"). ``sparse_sgd_capped`` bounds a row's step by them.
+    """
+    mask = mask_LC.astype(jnp.float32)
+    pairs_L = mask.sum(1)
+    length = mask.shape[0]
+    padded = jnp.pad(mask, ((window, window), (0, 0)))
+    # position j is the context of center j - offset at the offset's column
+    context_L = sum(
+        padded[window - int(o) : window - int(o) + length, k]
+        for k, o in enumerate(window_offsets(window))
+    )
+    if sharing == "pair":
+        negative = jnp.broadcast_to(mask[..., None], negatives_shape)
+    elif sharing == "center":
+        negative = jnp.broadcast_to(pairs_L[:, None], negatives_shape)
+    elif sharing == "block":
+        groups = negatives_shape[0]
+        size = -(-length // groups)
+        per_group = jnp.pad(pairs_L, (0, groups * size - length)).reshape(groups, size).sum(1)
+        negative = jnp.broadcast_to(per_group[:, None], negatives_shape)
+    else:
+        draws = negatives_shape[0]
+        negative = jnp.full(negatives_shape, pairs_L.sum() * num_negatives / draws)
+    return pairs_L * (1 + num_negatives), context_L, negative
+
+
+def sparse_sgd_capped(
+    table_VE: Float[Array, "V E"],
+    scratch_V: Float[Array, " V"],
+    ids: Int[Array, "..."],
+    grads: Float[Array, "... E"],
+    uses: Float[Array, "..."],
+    lr,
+    cap: float,
+) -> tuple[Float[Array, "V E"], Float[Array, " V"]]:
+    """``sparse_sgd`` with each row's summed step scaled by min(1, cap / its uses).
+
+    A row read by at most ``cap`` pair terms in the batch takes word2vec's summed step;
+    a row read more often (a frequent word, a shared negative) takes the mean step times
+    ``cap``, which bounds what a batch adds up for it. ``scratch_V`` is an all-zero (V,)
+    buffer that totals the uses per row and is zeroed again (returned for reuse), so
+    nothing vocabulary-sized is computed.
+    """
+    width = table_VE.shape[-1]
+    flat_ids, flat_uses = ids.reshape(-1), uses.reshape(-1).astype(scratch_V.dtype)
+    totals = scratch_V.at[flat_ids].add(flat_uses)
+    scale = jnp.minimum(1.0, cap / jnp.maximum(totals[flat_ids], 1e-6))
+    step = (-lr * scale[:, None] * grads.reshape(-1, width)).astype(table_VE.dtype)
+    return table_VE.at[flat_ids].add(step), totals.at[flat_ids].set(0.0)
+
+
 def sparse_adagrad(
     table_VE: Float[Array, "V E"],
     accum_V: Float[Array, " V"],
