@@ -41,8 +41,8 @@ class SGNSConfig:
     objective: str = "skipgram"
     window: int = 5
     negatives: int = 5
-    negative_sharing: str = "center"
-    batch_negatives: int = 256
+    negative_sharing: str = "batch"  # gensim's quality at 1,024-token chunks (benchmarks/)
+    batch_negatives: int = 64
 
     RUNTIME_FIELDS = ()
 
