@@ -130,7 +130,6 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
     tokens whose windows stop at the parts' boundaries, each part drawing its own
     negatives)."""
     devices = getattr(args, "devices", 1)
-    keep_V, accept_V, alias_V = (jnp.asarray(tables[k]) for k in ("keep", "accept", "alias"))
     schedule = sgns.linear_lr(total_steps, args.lr, args.min_lr)
 
     def loss_fn(v_LE, u_LE, neg, mask_LC):
@@ -153,11 +152,11 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
             key = jax.random.fold_in(key, jax.lax.axis_index("devices"))
         k_sub, k_win, k_neg = jax.random.split(key, 3)
         ids, valid, segments, overflow = sgns.subsample(
-            ids_T, keep_V, k_sub, segments_T, tables["capacity"]
+            ids_T, state["keep"], k_sub, segments_T, tables["capacity"]
         )
         mask, _ = sgns.dynamic_window(valid, config.window, k_win, segments)
         shape = sgns.negative_shape(config, ids.shape[0])
-        negatives = sgns.sample_negatives(k_neg, accept_V, alias_V, shape)
+        negatives = sgns.sample_negatives(k_neg, state["accept"], state["alias"], shape)
         center, context = state["center"], state["context"]
         rows = (center[ids], context[ids], context[negatives])
         grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1, 2), has_aux=True)
@@ -228,6 +227,8 @@ def run_nlpjax(sentences, args) -> tuple[float, wvec.WordVectors, dict]:
         "acc_center": jnp.zeros(vocab),
         "acc_context": jnp.zeros(vocab),
         "key": jax.random.PRNGKey(args.seed),  # an argument, so seeds share one program
+        # the tables too: as constants they would be folded into the program (slow to compile)
+        **{k: jnp.asarray(tables[k]) for k in ("keep", "accept", "alias")},
     }
     if args.devices > 1:  # one replica per device; each takes its part of every chunk
         stacked = jax.tree.map(lambda x: jnp.stack([x] * args.devices), state)
@@ -302,6 +303,8 @@ def _synthetic_run(args, vocab: int):
         "acc_center": jnp.zeros(vocab),
         "acc_context": jnp.zeros(vocab),
         "key": jax.random.PRNGKey(args.seed),  # an argument, so seeds share one program
+        # the tables too: as constants they would be folded into the program (slow to compile)
+        **{k: jnp.asarray(tables[k]) for k in ("keep", "accept", "alias")},
     }
     return dispatch, state, ids.astype(np.int32), np.ones(ids.shape, np.int32)
 
