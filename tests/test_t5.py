@@ -362,3 +362,23 @@ def test_bad_decoding_arguments_are_errors(t5, generator):
         generator.beam_search(SOURCES, max_len=4, beam_size=0)
     with pytest.raises(ValueError, match="end id 1 is banned"):
         Seq2SeqGenerator(model, params, eos_id=1, banned_ids=[0, 1])
+
+
+@pytest.mark.slow  # compiles its own programs: ~5 s on a quiet 2-core machine
+def test_xla_attention_and_bfloat16_compute_agree_with_the_float32_reference(t5):
+    """``model.attention=xla`` (jax.nn.dot_product_attention with the position bias) gives
+    the reference logits; bfloat16 compute keeps float32 parameters and logits, close to
+    the float32 ones."""
+    _, params = t5
+    source, inputs = jnp.array([[3, 4, 5, 6, 0]]), jnp.array([[0, 7, 8, 9]])
+    reference = _apply(T5(CFG))({"params": params}, source, inputs)
+    xla = _apply(T5(dataclasses.replace(CFG, attention="xla")))({"params": params}, source, inputs)
+    np.testing.assert_allclose(xla, reference, atol=1e-5)
+    bf16 = _apply(T5(dataclasses.replace(CFG, dtype="bfloat16")))(
+        {"params": params}, source, inputs
+    )
+    assert bf16.dtype == jnp.float32
+    np.testing.assert_allclose(bf16, reference, atol=0.1)
+    assert (
+        CFG.signature() == dataclasses.replace(CFG, dtype="bfloat16", attention="xla").signature()
+    )
