@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from nlpjax.config import ConfigError
+from nlpjax.data import seq2seq_pipeline
 from nlpjax.inference.decode import SamplingConfig
 from nlpjax.inference.search import beam_search, length_penalty, sample_loop
 from nlpjax.inference.seq2seq import Seq2SeqGenerator, generate_uncached, sequence_log_prob
@@ -122,28 +123,30 @@ def test_encoder_sees_both_ways_and_decoder_only_backwards(t5):
 
 
 def test_packed_sequences_equal_separate_runs(t5):
-    """Two examples packed in one row (segment ids, per-segment positions) give the logits
-    of two separate unpacked runs: no attention crosses segments in any of the three
-    attentions, and relative positions restart per segment."""
+    """Two examples packed in one row by the data layer's seq2seq format (segment ids,
+    per-segment positions, decoder inputs shifted within segments, padding at the end)
+    give the logits of two separate unpacked runs: no attention crosses segments in any
+    of the three attentions, and relative positions restart per segment."""
     model, params = t5
-    src_a, src_b = [3, 4, 5, 6], [7, 8]
-    tgt_a, tgt_b = [9, 10, 11], [12, 2, 1]
-    seg = lambda a, b: jnp.array([[1] * len(a) + [2] * len(b)])  # noqa: E731
-    pos = lambda a, b: jnp.array([list(range(len(a))) + list(range(len(b)))])  # noqa: E731
-    targets = jnp.array([tgt_a + tgt_b])
-    packed = _apply(model)(
-        {"params": params},
-        jnp.array([src_a + src_b]),
-        shift_right(targets, seg(tgt_a, tgt_b)),
-        source_segments_BS=seg(src_a, src_b),
-        source_positions_BS=pos(src_a, src_b),
-        target_segments_BT=seg(tgt_a, tgt_b),
-        target_positions_BT=pos(tgt_a, tgt_b),
+    src_a, src_b, tgt_a, tgt_b = [3, 4, 5, 6], [7, 8], [9, 10, 11], [12, 2, 1]
+    row = lambda a, b: np.array([a + b + [0]])  # noqa: E731  (one padding token)
+    seg = lambda a, b: np.array([[1] * len(a) + [2] * len(b) + [0]])  # noqa: E731
+    batch = seq2seq_pipeline.features(
+        row(src_a, src_b), seg(src_a, src_b), row(tgt_a, tgt_b), seg(tgt_a, tgt_b), start_id=0
     )
     apply = _apply(model)
+    packed = apply(
+        {"params": params},
+        batch["inputs"],
+        batch["decoder_inputs"],
+        source_segments_BS=batch["inputs_segment_ids"],
+        source_positions_BS=batch["inputs_positions"],
+        target_segments_BT=batch["targets_segment_ids"],
+        target_positions_BT=batch["targets_positions"],
+    )
     one = lambda s, t: apply({"params": params}, jnp.array([s]), shift_right(jnp.array([t])))  # noqa: E731
     np.testing.assert_allclose(packed[0, :3], one(src_a, tgt_a)[0], atol=1e-5)
-    np.testing.assert_allclose(packed[0, 3:], one(src_b, tgt_b)[0], atol=1e-5)
+    np.testing.assert_allclose(packed[0, 3:6], one(src_b, tgt_b)[0], atol=1e-5)
 
 
 @pytest.mark.slow  # compiles its own programs: ~5 s on a quiet 2-core machine
