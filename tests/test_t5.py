@@ -17,7 +17,7 @@ from nlpjax.inference.decode import SamplingConfig
 from nlpjax.inference.search import beam_search, length_penalty, sample_loop
 from nlpjax.inference.seq2seq import Seq2SeqGenerator, generate_uncached, sequence_log_prob
 from nlpjax.models.positions import relative_position_bucket
-from nlpjax.models.t5 import T5, T5Config, shift_right, token_losses
+from nlpjax.models.t5 import T5, T5Config, flops_per_token, shift_right, token_losses
 
 V = 13
 CFG = T5Config(
@@ -385,3 +385,15 @@ def test_xla_attention_and_bfloat16_compute_agree_with_the_float32_reference(t5)
     assert (
         CFG.signature() == dataclasses.replace(CFG, dtype="bfloat16", attention="xla").signature()
     )
+
+
+def test_flops_per_token_counts_every_kernel_once_per_token():
+    """At source and target length 1 the matmul part of the count is 6 x every kernel
+    parameter (the embedding gather is no matmul; the untied head is)."""
+    tokens = jnp.ones((1, 1), jnp.int32)
+    params = jax.eval_shape(T5(CFG).init, jax.random.PRNGKey(0), tokens, tokens)["params"]
+    leaves = jax.tree_util.tree_leaves_with_path(nn.meta.unbox(params))
+    kernels = sum(a.size for path, a in leaves if str(path[-1].key).endswith("kernel"))
+    hk, layers = CFG.num_heads * CFG.head_dim, CFG.num_encoder_layers + 2 * CFG.num_decoder_layers
+    attention = 3 * 4 * hk * layers  # one key per query in each attention
+    assert 2 * flops_per_token(CFG, 1, 1) == pytest.approx(6 * kernels + attention)
