@@ -13,9 +13,17 @@ import pytest
 
 from nlpjax.config import ConfigError
 from nlpjax.data import seq2seq_pipeline
+from nlpjax.data.tokenizers import ByteTokenizer
+from nlpjax.errors import DataError
 from nlpjax.inference.decode import SamplingConfig
 from nlpjax.inference.search import beam_search, length_penalty, sample_loop
-from nlpjax.inference.seq2seq import Seq2SeqGenerator, generate_uncached, sequence_log_prob
+from nlpjax.inference.seq2seq import (
+    Seq2SeqGenerator,
+    Seq2SeqTextGenerator,
+    generate_uncached,
+    output_ids,
+    sequence_log_prob,
+)
 from nlpjax.models.positions import relative_position_bucket
 from nlpjax.models.t5 import T5, T5Config, flops_per_token, shift_right, token_losses
 
@@ -397,3 +405,38 @@ def test_flops_per_token_counts_every_kernel_once_per_token():
     hk, layers = CFG.num_heads * CFG.head_dim, CFG.num_encoder_layers + 2 * CFG.num_decoder_layers
     attention = 3 * 4 * hk * layers  # one key per query in each attention
     assert 2 * flops_per_token(CFG, 1, 1) == pytest.approx(6 * kernels + attention)
+
+
+@pytest.fixture(scope="module")
+def text_generator():
+    tokenizer = ByteTokenizer(num_registers=0)
+    model, params = _init(dataclasses.replace(CFG, vocab_size=tokenizer.vocab_size))
+    tokens = Seq2SeqGenerator(
+        model, params, eos_id=tokenizer.eos_id, banned_ids=tokenizer.non_text_ids()
+    )
+    return Seq2SeqTextGenerator(
+        tokens, tokenizer, "tokenizer.json", max_source_len=16, prefix="tr: "
+    )
+
+
+def test_an_input_longer_than_the_model_takes_is_a_data_error():
+    tokenizer = ByteTokenizer(num_registers=0)
+    model = T5(dataclasses.replace(CFG, vocab_size=tokenizer.vocab_size))
+    tokens = Seq2SeqGenerator(model, None, eos_id=tokenizer.eos_id)  # encoding needs no params
+    text_generator = Seq2SeqTextGenerator(
+        tokens, tokenizer, "tok.json", max_source_len=16, prefix="tr: "
+    )
+    assert text_generator.encode("abc").shape == (1, 8)  # "tr: abc" + the end id
+    with pytest.raises(DataError, match="has 18 tokens .* more than the 16 the model takes"):
+        text_generator.encode("0123456789abc")
+
+
+@pytest.mark.slow  # compiles its own programs: ~5 s on a quiet 2-core machine
+def test_text_generation_decodes_the_token_search_and_batches_agree(text_generator):
+    tokenizer = text_generator.tokenizer
+    text = text_generator.generate("abc", 6)
+    ids = output_ids(text_generator.generator.generate(text_generator.encode("abc"), 6)[0], 1)
+    assert text == tokenizer.decode(ids) and text_generator.num_generated == len(ids)
+    assert "".join(text_generator.stream("abc", 6)) == text
+    batched = text_generator.translate(["abc", "hello"], 6, batch_size=4)
+    assert batched == [text, text_generator.generate("hello", 6)]

@@ -7,14 +7,16 @@ decode=True)`` with a ``cache`` collection, and ``config.max_target_len`` /
 ``config.vocab_size``. Source id ``pad_id`` is padding (never attended to).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from nlpjax.errors import DataError
 from nlpjax.inference.decode import SamplingConfig, banned_mask, sample
+from nlpjax.inference.prompt import encode_prompt
 from nlpjax.inference.search import beam_search, sample_loop
 
 GREEDY = SamplingConfig(temperature=0.0)
@@ -144,6 +146,104 @@ class Seq2SeqGenerator:
             self.params, source_BS, max_len=max_len, beam_size=beam_size, alpha=float(alpha)
         )
         return np.asarray(seqs), np.asarray(scores)
+
+
+def output_ids(ids_T: np.ndarray, eos_id: int) -> np.ndarray:
+    """An output's ids before its first ``eos_id`` (all of them if it never ended)."""
+    ids_T = np.asarray(ids_T)
+    ends = np.flatnonzero(ids_T == eos_id)
+    return ids_T[: ends[0]] if ends.size else ids_T
+
+
+class Seq2SeqTextGenerator:
+    """Text in, text out for an encoder-decoder: what a seq2seq task's ``generator``
+    returns (``encode``, ``generate``, ``stream``, ``num_generated``, as
+    ``TextGenerator``), plus ``translate`` for many inputs at once.
+
+    Args:
+      generator: the token-level ``Seq2SeqGenerator`` (its ``eos_id`` ends an output).
+      tokenizer: encodes inputs and decodes outputs.
+      vocab_file: named in errors about an input.
+      max_source_len: the longest input in tokens (end id included) the model takes.
+      prefix: text put in front of every input (``"translate German to English: "``).
+      sampling: greedy (default) or sampled decoding, when ``beam_size`` is 1.
+      beam_size: > 1 decodes by beam search and returns the best hypothesis.
+      alpha: beam search's length-penalty exponent.
+    """
+
+    def __init__(
+        self,
+        generator: Seq2SeqGenerator,
+        tokenizer,
+        vocab_file: str,
+        *,
+        max_source_len: int,
+        prefix: str = "",
+        sampling: SamplingConfig = GREEDY,
+        beam_size: int = 1,
+        alpha: float = 0.6,
+    ):
+        self.generator, self.tokenizer, self.vocab_file = generator, tokenizer, vocab_file
+        self.max_source_len, self.prefix = max_source_len, prefix
+        self.sampling, self.beam_size, self.alpha = sampling, beam_size, alpha
+        self.eos_id = generator.ids["eos_id"]
+        self.num_generated = 0
+
+    def _with_eos(self, ids: np.ndarray, text: str) -> np.ndarray:
+        ids = np.concatenate([ids, [self.eos_id]]).astype(np.int32)
+        if len(ids) > self.max_source_len:
+            raise DataError(
+                f"the input {text[:40]!r}... has {len(ids)} tokens (end included), more "
+                f"than the {self.max_source_len} the model takes (data.source_length); "
+                "shorten it"
+            )
+        return ids
+
+    def encode(self, text: str) -> Int[np.ndarray, "1 S"]:
+        """The input's ids with the prefix and the end id; text the vocabulary can only
+        encode as ``<unk>``, or an input that is too long, is a ``DataError``."""
+        ids = encode_prompt(self.tokenizer, self.prefix + text, self.vocab_file)
+        return self._with_eos(ids, text)[None]
+
+    def _decode_batch(self, sources_BS: np.ndarray, max_len: int, seed: int) -> np.ndarray:
+        if self.beam_size > 1:
+            beams, _ = self.generator.beam_search(sources_BS, max_len, self.beam_size, self.alpha)
+            return beams[:, 0]
+        return self.generator.generate(sources_BS, max_len, self.sampling, seed)
+
+    def generate(self, text: str, max_new_tokens: int, seed: int = 0) -> str:
+        """The output text for ``text`` (at most ``max_new_tokens`` tokens, end excluded)."""
+        if max_new_tokens == 0:
+            self.num_generated = 0
+            return ""
+        out = output_ids(
+            self._decode_batch(self.encode(text), max_new_tokens, seed)[0], self.eos_id
+        )
+        self.num_generated = len(out)
+        return self.tokenizer.decode(out)
+
+    def stream(self, text: str, max_new_tokens: int, seed: int = 0) -> Iterator[str]:
+        """``generate``'s text in one piece: the search runs as one compiled loop."""
+        yield self.generate(text, max_new_tokens, seed)
+
+    def translate(
+        self, texts: Sequence[str], max_len: int, batch_size: int = 64, seed: int = 0
+    ) -> list[str]:
+        """Outputs for many inputs, ``batch_size`` at a time (padded to a multiple of 8
+        tokens, so few shapes compile). Unknown text is encoded as ``<unk>`` here."""
+        outputs = []
+        for lo in range(0, len(texts), batch_size):
+            chunk = texts[lo : lo + batch_size]
+            rows = [self._with_eos(self.tokenizer.encode(self.prefix + t), t) for t in chunk]
+            width = -(-max(len(r) for r in rows) // 8) * 8
+            sources = np.zeros((batch_size, width), np.int32)  # full batches: one shape
+            for i, row in enumerate(rows):
+                sources[i, : len(row)] = row
+            decoded = self._decode_batch(sources, max_len, seed + lo)
+            outputs += [
+                self.tokenizer.decode(output_ids(o, self.eos_id)) for o in decoded[: len(rows)]
+            ]
+        return outputs
 
 
 def generate_uncached(
