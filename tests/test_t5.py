@@ -440,3 +440,36 @@ def test_text_generation_decodes_the_token_search_and_batches_agree(text_generat
     assert "".join(text_generator.stream("abc", 6)) == text
     batched = text_generator.translate(["abc", "hello"], 6, batch_size=4)
     assert batched == [text, text_generator.generate("hello", 6)]
+
+
+@pytest.mark.slow  # compiles for 8 devices: ~10 s on a quiet 2-core machine
+def test_a_sharded_forward_and_gradient_on_8_devices_equal_one_device(t5):
+    """Parameters placed by their logical axes (data:2, fsdp:2, tensor:2 under the trainer's
+    rules), batch split over data x fsdp: the same logits and gradients as one device."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from nlpjax.training import parallel
+
+    model, params = t5
+    source = jax.random.randint(jax.random.PRNGKey(5), (4, 6), 0, V)
+    targets = jax.random.randint(jax.random.PRNGKey(6), (4, 5), 1, V)
+
+    def loss(p, s, t):
+        return token_losses(model.apply({"params": p}, s, shift_right(t)), t)[0].mean()
+
+    step = jax.jit(jax.value_and_grad(loss))
+    expected = step(params, source, targets)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), parallel.MESH_AXES)
+    tokens = jnp.ones((1, 2), jnp.int32)
+    specs = nn.get_partition_spec(jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, tokens))
+    shardings = parallel.tree_shardings(specs["params"], params, mesh, parallel.RULES)
+    assert shardings["decoder_0"]["self_attn"]["q_kernel"].spec == P("fsdp", "tensor", None)
+    batch = NamedSharding(mesh, P(parallel.BATCH_AXES))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(parallel.RULES):
+        got = step(jax.device_put(params, shardings), *jax.device_put((source, targets), batch))
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(got[1]), jax.tree_util.tree_leaves(expected[1]), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
