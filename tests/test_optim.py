@@ -145,6 +145,22 @@ def test_adafactor_clips_updates_and_scales_them_by_the_parameters_rms():
     assert _rms(tight["a_kernel"]) == pytest.approx(0.25, rel=1e-3)
 
 
+def test_adafactor_weight_decay_follows_the_lr_and_the_mask_as_adamw_does():
+    """With zero gradients the step is -lr * wd * p on decayed leaves and 0 elsewhere
+    (optax's adafactor alone would take -wd * p, whatever the lr)."""
+    params = jax.tree_util.tree_map(jnp.ones_like, nn.meta.unbox(_decoder_params()))
+    cfg = OptimConfig(name="adafactor", lr=0.5, warmup_steps=0, schedule="constant", clip_norm=0.0)
+    tx = make_optimizer(cfg, make_schedule(cfg, 10))
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates = _first_update(tx, params, zeros)
+    for (path, u), on in zip(
+        jax.tree_util.tree_leaves_with_path(updates),
+        jax.tree_util.tree_leaves(decay_mask(params)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(u), -0.5 * 0.1 if on else 0.0, err_msg=str(path))
+
+
 def test_an_optimizer_typo_is_a_one_line_error_naming_the_choices(tmp_path, capsys):
     from nlpjax import cli
     from tests.conftest import TINY

@@ -85,8 +85,8 @@ def make_adafactor(cfg: OptimConfig, schedule: optax.Schedule) -> optax.Gradient
     """Adafactor as T5 trains with it: factored second moments (matrices whose two
     smallest dims are >= 128), decay ``1 - step**-decay_rate``, updates clipped to RMS
     ``clipping_threshold`` and scaled by the parameter's RMS (the "relative step"; the
-    schedule gives the absolute part), no momentum. ``weight_decay`` is decoupled and
-    masked as for AdamW (0 in T5).
+    schedule gives the absolute part), no momentum. ``weight_decay`` is decoupled, masked
+    and scaled by the schedule as for AdamW (``-lr * weight_decay * param``; 0 in T5).
 
     Its state is made from unboxed parameters, so it carries no logical axis names and
     is replicated: the factored row and column statistics have other shapes than the
@@ -99,7 +99,10 @@ def make_adafactor(cfg: OptimConfig, schedule: optax.Schedule) -> optax.Gradient
         multiply_by_parameter_scale=cfg.param_scale,
         clipping_threshold=cfg.clipping_threshold or None,
         factored=cfg.factored,
-        weight_decay_rate=cfg.weight_decay or None,
+        # optax adds the decay after the lr scaling: follow the schedule, as AdamW does
+        weight_decay_rate=(lambda step: cfg.weight_decay * schedule(step))
+        if cfg.weight_decay
+        else None,
         weight_decay_mask=decay_mask if cfg.weight_decay else None,
     )
     return optax.GradientTransformation(lambda params: tx.init(nn.meta.unbox(params)), tx.update)
