@@ -42,10 +42,18 @@ CFG = T5Config(
 
 
 def _init(cfg: T5Config, seed: int = 0):
+    """The model and random parameters of its shapes (norm scales 1, the rest normal with
+    std 0.3): ``model.init`` would compile a forward pass just for this."""
     model = T5(cfg)
     tokens = jnp.ones((1, 2), jnp.int32)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), tokens, tokens)
-    return model, nn.meta.unbox(variables["params"])
+    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, tokens))
+    leaves, tree = jax.tree_util.tree_flatten_with_path(shapes["params"])
+    rng = np.random.default_rng(seed)  # numpy: eager jax.random would compile per shape
+    values = [
+        np.ones(a.shape) if str(path[-1].key) == "scale" else 0.3 * rng.normal(size=a.shape)
+        for path, a in leaves
+    ]
+    return model, jax.tree_util.tree_unflatten(tree, [jnp.asarray(v, jnp.float32) for v in values])
 
 
 def _apply(model, **static):
