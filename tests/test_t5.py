@@ -315,6 +315,8 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(generator):
 
 @pytest.mark.slow  # compiles its own programs: ~5 s on a quiet 2-core machine
 def test_beam_size_1_without_length_penalty_equals_greedy(generator):
+    """Also where greedy never ends and an early end id was the second choice (row 2
+    here): such a candidate does not rank among the best 1 and does not finish."""
     seqs, _ = generator.beam_search(SOURCES, max_len=8, beam_size=1, alpha=0.0)
     np.testing.assert_array_equal(seqs[:, 0], generator.generate(SOURCES, 8))
 
@@ -397,7 +399,7 @@ def test_xla_attention_and_bfloat16_compute_agree_with_the_float32_reference(t5)
         {"params": params}, source, inputs
     )
     assert bf16.dtype == jnp.float32
-    np.testing.assert_allclose(bf16, reference, atol=0.1)
+    assert np.abs(bf16 - reference).max() < 0.05 * np.abs(reference).max()
     assert (
         CFG.signature() == dataclasses.replace(CFG, dtype="bfloat16", attention="xla").signature()
     )

@@ -5,8 +5,9 @@ cache)`` feeds one token per row and returns the next-token logits and the updat
 (any pytree whose array leaves with a leading axis of N rows follow the rows). Each
 search is one ``lax.while_loop``, so it jits whole and stops as soon as every row is
 done. Beam search follows T5X (``t5x/decoding.py``): 2W candidates per step, the best W
-unfinished ones stay alive, finished ones compete on ``log p / ((5 + length) / 6) **
-alpha`` (Wu et al., 2016, https://arxiv.org/abs/1609.08144).
+unfinished ones stay alive, the ended ones among the best W candidates join the finished
+hypotheses, which compete on ``log p / ((5 + length) / 6) ** alpha`` (Wu et al., 2016,
+https://arxiv.org/abs/1609.08144).
 """
 
 from collections.abc import Callable
@@ -106,8 +107,10 @@ def beam_search(
     ``cache`` holds B * W rows (row b * W + w is beam w of input b). A sequence ends at
     ``eos_id`` (kept, followed by ``pad_id``) or at ``max_len`` tokens. Its score is its
     log-probability divided by ``length_penalty(length, alpha)``, its length counting
-    the ``eos_id``. Results are sorted best first. The search stops early once no live
-    beam can still beat the worst kept hypothesis of every row.
+    the ``eos_id``. A candidate that ends ranks among the step's best W or is dropped (so
+    ``beam_size=1, alpha=0`` returns the greedy output). Results are sorted best first.
+    The search stops early once no live beam can still beat the worst kept hypothesis of
+    every row.
     """
     B, W = batch_size, beam_size
     seqs = jnp.full((B, W, max_len + 1), pad_id, jnp.int32).at[:, :, 0].set(start_id)
@@ -133,7 +136,10 @@ def beam_search(
         cand_seqs = jax.lax.dynamic_update_slice_in_dim(
             cand_seqs, tokens[:, :, None].astype(jnp.int32), t + 1, axis=2
         )
-        ends = ((tokens == eos_id) | (t + 1 == max_len)) & (cand_lp > NEG_INF / 2)
+        # A candidate ends at the end id or the length limit, if it ranks among the best W
+        # (as Hugging Face's beam scorer has it: so W = 1 without a length penalty is greedy).
+        top_w = jnp.arange(2 * W)[None, :] < W
+        ends = ((tokens == eos_id) | (t + 1 == max_len)) & top_w & (cand_lp > NEG_INF / 2)
         # The best W candidates that go on stay alive (with their caches).
         alive_lp, _, (seqs, from_beam) = _top(
             jnp.where(tokens == eos_id, NEG_INF, cand_lp), W, cand_seqs, beams
