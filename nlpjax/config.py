@@ -34,14 +34,18 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+OPTIMIZERS = ("adamw", "sgd", "adafactor")
+SCHEDULES = ("cosine", "constant", "rsqrt")
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warmup, cosine decay and global-norm clipping."""
+    """AdamW, SGD or Adafactor; warmup + cosine, constant or rsqrt; global-norm clipping."""
 
-    name: str = "adamw"  # adamw | sgd
+    name: str = "adamw"  # adamw | sgd | adafactor
     lr: float = 1e-3
     warmup_steps: int = 100
-    schedule: str = "cosine"  # cosine | constant
+    schedule: str = "cosine"  # cosine | constant | rsqrt
     decay_steps: int = 0  # length of the cosine decay; 0 = train.steps
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio (cosine)
     b1: float = 0.9
@@ -49,12 +53,36 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     clip_norm: float = 1.0  # 0 disables clipping
+    # Adafactor (Shazeer & Stern, 2018) with T5's defaults:
+    factored: bool = True  # factored second moments for matrices with both dims >= 128
+    decay_rate: float = 0.8  # second-moment decay 1 - step**-decay_rate
+    clipping_threshold: float = 1.0  # update clipping by RMS (0 disables)
+    param_scale: bool = True  # relative step: updates scaled by the parameter's RMS
 
     def __post_init__(self):
-        _check(self.name in ("adamw", "sgd"), f"optim.name must be adamw or sgd, got {self.name!r}")
-        _check(self.schedule in ("cosine", "constant"), "optim.schedule must be cosine|constant")
+        _check(
+            self.name in OPTIMIZERS,
+            f"optim.name must be one of {'|'.join(OPTIMIZERS)}, got {self.name!r}",
+        )
+        _check(
+            self.schedule in SCHEDULES,
+            f"optim.schedule must be one of {'|'.join(SCHEDULES)}, got {self.schedule!r}",
+        )
         _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
         _check(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        _check(
+            self.schedule != "rsqrt" or self.warmup_steps > 0,
+            "optim.schedule=rsqrt needs optim.warmup_steps > 0 (the lr is "
+            "optim.lr / sqrt(max(step, optim.warmup_steps)); T5 uses 10000)",
+        )
+        _check(
+            0.0 < self.decay_rate <= 1.0,
+            f"optim.decay_rate must be in (0, 1], got {self.decay_rate}",
+        )
+        _check(
+            self.clipping_threshold >= 0,
+            f"optim.clipping_threshold must be >= 0 (0 disables), got {self.clipping_threshold}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -509,7 +537,7 @@ def warn_odd_settings(config: Config) -> list[str]:
     """Logs (and returns) a warning for each valid but probably unintended setting."""
     warnings = []
     warmup, steps = config.optim.warmup_steps, config.train.steps
-    if warmup >= steps:
+    if warmup >= steps and config.optim.schedule != "rsqrt":  # rsqrt: flat, no ramp
         peak = config.optim.lr * (steps - 1) / warmup
         warnings.append(
             f"optim.warmup_steps={warmup} >= train.steps={steps}: the learning rate never "

@@ -78,6 +78,38 @@ def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
     return out
 
 
+def reference_attention(
+    q_BHLK: Float[Array, "B H L K"],
+    k_BHSK: Float[Array, "B H S K"],
+    v_BHSK: Float[Array, "B H S K"],
+    mask: Bool[Array, "#B #H L S"] | None,
+    *,
+    bias: Float[Array, "#B H L S"] | None = None,
+    scale: float = 1.0,
+    dtype: Any = jnp.float32,
+    on_weights: Callable[[jax.Array], jax.Array] | None = None,
+) -> Float[Array, "B H L K"]:
+    """softmax(scale * q k^T + bias, masked) v: the ``reference`` attention, shared by the
+    decoder's self-attention and T5's self- and cross-attention.
+
+    Scores, bias and softmax are float32 whatever ``dtype``; ``on_weights`` sees the
+    (B, H, L, S) weights before they multiply the values (probes sow them, training
+    drops them out) and returns the weights to use.
+    """
+    if scale != 1.0:
+        q_BHLK = q_BHLK * scale
+    f32 = f32_accumulation(dtype)
+    scores = jnp.matmul(q_BHLK, k_BHSK.swapaxes(-1, -2), preferred_element_type=f32)
+    if bias is not None:
+        scores = scores + bias
+    if mask is not None:
+        scores = jnp.where(mask, scores, NEG_INF)  # B H L S
+    weights = jax.nn.softmax(scores, axis=-1)
+    if on_weights is not None:
+        weights = on_weights(weights)
+    return jnp.matmul(weights.astype(dtype), v_BHSK)
+
+
 def cudnn_unsupported_reason(
     *, backend: str, dtype: Any, head_dim: int, decode: bool, extra_mask: bool
 ) -> str | None:
@@ -252,14 +284,14 @@ class MultiHeadAttention(nn.Module):
             k_BHLK = pos_lib.rope(k_BHLK, positions_BL, self.rope_base)
         if decode:
             k_BHLK, v_BHLK = self._update_cache(k_BHLK, v_BHLK, cache_index)
-        q_BHLK = q_BHLK * (K**-0.5)
-        f32 = f32_accumulation(self.dtype)
-        scores = jnp.matmul(q_BHLK, k_BHLK.swapaxes(-1, -2), preferred_element_type=f32)
-        scores = jnp.where(mask, scores, NEG_INF)  # B H L Lk
-        weights = jax.nn.softmax(scores, axis=-1)
-        self.sow("intermediates", "attention_weights", weights)
-        weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
-        out_BHLK = jnp.matmul(weights.astype(self.dtype), v_BHLK)
+
+        def on_weights(weights):
+            self.sow("intermediates", "attention_weights", weights)
+            return nn.Dropout(self.dropout)(weights, deterministic=not train)
+
+        out_BHLK = reference_attention(
+            q_BHLK, k_BHLK, v_BHLK, mask, scale=K**-0.5, dtype=self.dtype, on_weights=on_weights
+        )
         return out_BHLK.transpose(0, 2, 1, 3).reshape(B * L, H * K)
 
     def _fused(self, qkv_BL3HK, mask, positions_BL, causal, decode, cache_index, impl):

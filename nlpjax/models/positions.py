@@ -1,8 +1,11 @@
-"""Position encodings as pure functions: sinusoidal tables and rotary embeddings.
+"""Position encodings as pure functions: sinusoidal tables, rotary embeddings, T5 buckets.
 
 RoPE: Su et al., 2021, https://arxiv.org/abs/2104.09864. Sinusoidal: Vaswani et al.,
-2017, https://arxiv.org/abs/1706.03762. Learned positions are an Embed in the model.
+2017, https://arxiv.org/abs/1706.03762. Relative position buckets: Raffel et al., 2020
+(T5), https://arxiv.org/abs/1910.10683. Learned positions are an Embed in the model.
 """
+
+import math
 
 import jax.numpy as jnp
 
@@ -46,3 +49,33 @@ def rope_blhk(
     """``rope`` for the (B, L, H, K) layout of the fused attention kernels."""
     cos_BLk, sin_BLk = _angles(positions_BL, x_BLHK.shape[-1], base)
     return _rotate(x_BLHK, cos_BLk[:, :, None], sin_BLk[:, :, None])  # B L 1 k
+
+
+def relative_position_bucket(
+    relative_position: Int[Array, "..."],
+    *,
+    bidirectional: bool,
+    num_buckets: int = 32,
+    max_distance: int = 128,
+) -> Int[Array, "..."]:
+    """T5's bucket of ``relative_position = key position - query position``.
+
+    Bidirectional (encoder): half the buckets for keys after the query, half for keys at
+    or before it. Causal (decoder): keys after the query all share bucket 0. Within a
+    direction, distances below half its buckets get a bucket each; larger distances share
+    logarithmically wider buckets up to ``max_distance``, beyond which all share the last.
+    Computed in float32 as Hugging Face's ``T5Attention._relative_position_bucket`` does,
+    so imported checkpoints bucket identically.
+    """
+    offset = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        offset = (relative_position > 0).astype(relative_position.dtype) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    ratio = jnp.maximum(distance, 1).astype(jnp.float32) / max_exact  # no log(0): masked
+    log_bucket = jnp.log(ratio) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    large = jnp.minimum(max_exact + log_bucket.astype(distance.dtype), num_buckets - 1)
+    return offset + jnp.where(distance < max_exact, distance, large)

@@ -33,7 +33,13 @@ ALLOWED_OPTIM_KEYS = (
     "min_lr_ratio",
     "weight_decay",
     "clip_norm",
+    # Adafactor's (not optim.factored: it changes the shapes of the optimizer state).
+    "decay_rate",
+    "clipping_threshold",
+    "param_scale",
 )
+# Allowed keys that change every later update but not the lr.
+UPDATE_OPTIM_KEYS = ("weight_decay", "clip_norm", *ALLOWED_OPTIM_KEYS[-3:])
 
 
 Changes = dict[str, tuple[Any, Any]]
@@ -141,7 +147,7 @@ def describe_effects(saved: dict, config: Config, changes: Changes, step: int) -
             warnings.append(f"lr at step {at} changes from {before} to {after}")
             break
     # Optimizer keys that leave the lr alone but change every later update.
-    other_optim = [k for k in changes if k in ("optim.weight_decay", "optim.clip_norm")]
+    other_optim = [k for k in changes if k in [f"optim.{key}" for key in UPDATE_OPTIM_KEYS]]
     if other_optim:
         listed = ", ".join(f"{k} {changes[k][0]} -> {changes[k][1]}" for k in other_optim)
         warnings.append(f"the optimizer update changes from step {step} on ({listed})")
