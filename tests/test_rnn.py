@@ -1,0 +1,301 @@
+"""Recurrent models: cells against NumPy and PyTorch, masks, bidirectional, carry, attention."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nlpjax.errors import ConfigError
+from nlpjax.models.rnn import (
+    RNNLM,
+    RecurrentLayer,
+    RNNClassifier,
+    RNNConfig,
+    RNNStack,
+    init_carry,
+    pool,
+    zero_carry,
+)
+from nlpjax.models.rnn_seq2seq import RNNSeq2Seq
+
+CELLS = ("lstm", "gru", "elman")
+D_IN, D, B, L = 5, 4, 3, 6
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_step(cell, p, carry, x):
+    """One step of each cell written out from its textbook equations (float64)."""
+    wi, b, wh = (np.asarray(p[k], np.float64) for k in ("wi", "bias", "wh"))
+    if cell == "lstm":
+        c, h = carry
+        z = x @ wi + b + h @ wh
+        i, f, g, o = (z[:, k * D : (k + 1) * D] for k in range(4))
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        return c, _sigmoid(o) * np.tanh(c)
+    if cell == "gru":
+        (h,) = carry
+        bh = np.asarray(p["bh"], np.float64)
+
+        def block(w, k):
+            return w[..., k * D : (k + 1) * D]
+
+        r = _sigmoid(x @ block(wi, 0) + block(b, 0) + h @ block(wh, 0) + block(bh, 0))
+        z = _sigmoid(x @ block(wi, 1) + block(b, 1) + h @ block(wh, 1) + block(bh, 1))
+        n = np.tanh(x @ block(wi, 2) + block(b, 2) + r * (h @ block(wh, 2) + block(bh, 2)))
+        return ((1 - z) * n + z * h,)
+    (h,) = carry
+    return (np.tanh(x @ wi + b + h @ wh),)
+
+
+def numpy_run(cell, p, xs_LBD, carry):
+    """The NumPy steps over a whole (unpadded) sequence: (final carry, outputs h_LBD)."""
+    carry, outs = tuple(np.asarray(c, np.float64) for c in carry), []
+    for x_BD in np.asarray(xs_LBD, np.float64):
+        carry = numpy_step(cell, p, carry, x_BD)
+        outs.append(carry[-1])
+    return carry, np.stack(outs)
+
+
+def _layer(cell, reverse=False, seed=0):
+    """A jitted RecurrentLayer and random (not initial) parameters, so every bias matters."""
+    layer = RecurrentLayer(cell, D, reverse=reverse)
+    x = jnp.zeros((L, B, D_IN))
+    shapes = jax.eval_shape(layer.init, jax.random.PRNGKey(seed), x, zero_carry(cell, B, D))
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(
+        lambda a: (0.5 * rng.standard_normal(a.shape)).astype(np.float32), nn.meta.unbox(shapes)
+    )
+    return jax.jit(layer.apply), params
+
+
+def _inputs(seed=1, length=L):
+    return jax.random.normal(jax.random.PRNGKey(seed), (length, B, D_IN))
+
+
+def _random_carry(cell, seed=2):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2)
+    carry = zero_carry(cell, B, D)
+    return tuple(
+        0.5 * jax.random.normal(k, c.shape) for k, c in zip(keys[: len(carry)], carry, strict=True)
+    )
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_matches_numpy_equations_one_step_and_a_sequence(cell):
+    apply, params = _layer(cell)
+    x_LBD, carry0 = _inputs(), _random_carry(cell)
+    carry, h_LBD = apply(params, x_LBD, carry0)
+    one = numpy_step(cell, params["params"], [np.asarray(c) for c in carry0], np.asarray(x_LBD[0]))
+    np.testing.assert_allclose(h_LBD[0], one[-1], rtol=1e-5, atol=1e-5)  # one step
+    want_carry, want_h = numpy_run(cell, params["params"], x_LBD, carry0)
+    np.testing.assert_allclose(h_LBD, want_h, rtol=1e-5, atol=1e-5)
+    for got, want in zip(carry, want_carry, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_lstm_forget_bias_starts_at_one_and_params_carry_logical_axes():
+    layer = RecurrentLayer("lstm", D)
+    boxed = layer.init(jax.random.PRNGKey(0), _inputs(), zero_carry("lstm", B, D))["params"]
+    bias = np.asarray(nn.meta.unbox(boxed)["bias"])
+    np.testing.assert_array_equal(bias, np.r_[np.zeros(D), np.ones(D), np.zeros(2 * D)])
+    assert boxed["wi"].names == ("embed", "mlp")
+    assert boxed["wh"].names == (None, "mlp")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_only_the_recurrent_matmul_runs_inside_the_scan(cell):
+    _, params = _layer(cell)
+    layer = RecurrentLayer(cell, D)
+    jaxpr = jax.make_jaxpr(lambda p: layer.apply(p, _inputs(), zero_carry(cell, B, D)))(params)
+    scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+    outside = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert len(scans) == 1 and len(outside) == 1  # the input projection of all steps
+    body = scans[0].params["jaxpr"].jaxpr
+    assert [e.primitive.name for e in body.eqns].count("dot_general") == 1
+
+
+@pytest.mark.slow  # importing torch alone takes seconds
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_two_layer_stack_equals_pytorch_with_copied_weights(cell):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    ref = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](D_IN, D, num_layers=2)
+    cfg = RNNConfig(cell=cell, num_layers=2, d_hidden=D)
+    params = {}
+    for k in range(2):
+
+        def w(name, k=k):
+            return getattr(ref, f"{name}_l{k}").detach().numpy()
+
+        layer = {"wi": w("weight_ih").T, "wh": w("weight_hh").T}
+        if cell == "lstm":
+            layer["bias"] = w("bias_ih") + w("bias_hh")
+        else:
+            layer["bias"], layer["bh"] = w("bias_ih"), w("bias_hh")
+        params[f"layer_{k}"] = layer
+    x_LBD = np.array(_inputs())
+    carry, h_LBD = RNNStack(cfg).apply({"params": params}, jnp.asarray(x_LBD), init_carry(cfg, B))
+    with torch.no_grad():
+        want, state = ref(torch.from_numpy(x_LBD))
+    np.testing.assert_allclose(h_LBD, want.numpy(), rtol=1e-5, atol=1e-5)
+    h_n = state[0] if cell == "lstm" else state
+    np.testing.assert_allclose(np.stack([c[-1] for c in carry]), h_n.numpy(), atol=1e-5)
+    if cell == "lstm":
+        np.testing.assert_allclose(np.stack([c[0] for c in carry]), state[1].numpy(), atol=1e-5)
+
+
+LENGTHS = np.array([6, 2, 4])
+MASK_BL = np.arange(L)[None, :] < LENGTHS[:, None]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_mask_freezes_the_state_past_each_sequence_end(cell):
+    apply, params = _layer(cell)
+    x_LBD = _inputs()
+    carry, h_LBD = apply(params, x_LBD, zero_carry(cell, B, D), jnp.asarray(MASK_BL.T))
+    for b, n in enumerate(LENGTHS):  # each sequence alone, unpadded, in NumPy
+        alone, h_alone = numpy_run(
+            cell, params["params"], x_LBD[:n, b : b + 1], (np.zeros((1, D)),) * len(carry)
+        )
+        for got, want in zip(carry, alone, strict=True):
+            np.testing.assert_allclose(got[b], want[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h_LBD[:n, b], h_alone[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(h_LBD[n:, b], 0.0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bidirectional_equals_two_layers_forward_and_on_the_reversed_input(cell):
+    cfg = RNNConfig(cell=cell, num_layers=1, d_hidden=D, bidirectional=True)
+    stack = RNNStack(cfg)
+    x_LBD, mask_LB = _inputs(), jnp.asarray(MASK_BL.T)
+    params = jax.jit(stack.init)(jax.random.PRNGKey(0), x_LBD, init_carry(cfg, B))
+    carry, h_LBD = jax.jit(stack.apply)(params, x_LBD, init_carry(cfg, B), mask_LB)
+    p = nn.meta.unbox(params)["params"]["layer_0"]
+    assert not np.allclose(p["forward"]["wh"], p["backward"]["wh"])  # separate parameters
+    zeros = (np.zeros((1, D)),) * len(carry[0][0])
+    for b, n in enumerate(LENGTHS):  # forward, and each sequence's own tokens reversed
+        x_L1D = x_LBD[:n, b : b + 1]
+        fwd_carry, h_fwd = numpy_run(cell, p["forward"], x_L1D, zeros)
+        back_carry, h_back = numpy_run(cell, p["backward"], x_L1D[::-1], zeros)
+        np.testing.assert_allclose(h_LBD[:n, b, :D], h_fwd[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h_LBD[:n, b, D:], h_back[::-1, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(carry[0][0][-1][b], fwd_carry[-1][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(carry[0][1][-1][b], back_carry[-1][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(h_LBD[n:, b], 0.0)
+
+
+@pytest.mark.parametrize(
+    "cell", ["lstm", "gru", pytest.param("elman", marks=pytest.mark.slow)]
+)  # elman's carry is shaped like gru's
+def test_lm_carry_continues_a_sequence_split_in_two(cell):
+    cfg = RNNConfig(vocab_size=7, cell=cell, num_layers=2, d_hidden=D, d_embed=3)
+    model = RNNLM(cfg)
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (B, 8), 0, 7)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
+    apply = jax.jit(model.apply)
+    whole, carry_whole = apply(params, tokens)
+    first, carry = apply(params, tokens[:, :4])
+    second, carry_two = apply(params, tokens[:, 4:], carry)
+    np.testing.assert_allclose(np.concatenate([first, second], 1), whole, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), carry_two, carry_whole)
+    fresh, _ = apply(params, tokens[:, 4:])  # and the carry matters
+    assert not np.allclose(fresh, second, atol=1e-4)
+
+
+def test_pooling_reads_only_unmasked_positions():
+    h_LBD = np.asarray(jax.random.normal(jax.random.PRNGKey(7), (L, B, D)))
+    final_BD = h_LBD[0]
+    valid = MASK_BL.T[:, :, None]
+    np.testing.assert_array_equal(pool("final", h_LBD, final_BD, MASK_BL), final_BD)
+    want_max = np.stack([h_LBD[:n, b].max(0) for b, n in enumerate(LENGTHS)])
+    want_mean = np.stack([h_LBD[:n, b].mean(0) for b, n in enumerate(LENGTHS)])
+    np.testing.assert_allclose(pool("max", h_LBD, final_BD, MASK_BL), want_max)
+    np.testing.assert_allclose(pool("mean", h_LBD, final_BD, MASK_BL), want_mean, rtol=1e-6)
+    spiked = np.where(valid, h_LBD, 100.0)  # huge values under the padding are ignored
+    np.testing.assert_allclose(pool("max", spiked, final_BD, MASK_BL), want_max)
+
+
+def test_classifier_final_state_ignores_padding():
+    cfg = RNNConfig(
+        vocab_size=9, cell="gru", num_layers=2, d_hidden=D, bidirectional=True, num_classes=3
+    )
+    model = RNNClassifier(cfg)
+    tokens = np.asarray(jax.random.randint(jax.random.PRNGKey(4), (B, L), 1, 9))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, MASK_BL)
+    apply = jax.jit(model.apply)
+    logits = apply(params, tokens, MASK_BL)
+    assert logits.shape == (B, 3)
+    other = np.where(MASK_BL, tokens, 8 - tokens)  # different tokens under the padding
+    np.testing.assert_allclose(apply(params, other, MASK_BL), logits, atol=1e-6)
+    assert not np.allclose(apply(params, other, np.ones_like(MASK_BL)), logits, atol=1e-4)
+
+
+@pytest.fixture(scope="module", params=["dot", "additive"])
+def seq2seq(request):
+    cfg = RNNConfig(
+        vocab_size=11, target_vocab_size=13, num_layers=2, d_hidden=D, bidirectional=True,
+        attention=request.param,
+    )  # fmt: skip
+    model = RNNSeq2Seq(cfg)
+    src = np.asarray(jax.random.randint(jax.random.PRNGKey(5), (B, L), 1, 11))
+    tgt = np.asarray(jax.random.randint(jax.random.PRNGKey(6), (B, 4), 1, 13))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), src, tgt, MASK_BL)
+    return jax.jit(model.apply, static_argnames="method"), params, src, tgt
+
+
+def test_attention_weights_sum_to_one_and_respect_the_source_mask(seq2seq):
+    apply, params, src, tgt = seq2seq
+    logits, weights_BTS = apply(params, src, tgt, MASK_BL)
+    assert logits.shape == (B, 4, 13) and weights_BTS.shape == (B, 4, L)
+    np.testing.assert_allclose(weights_BTS.sum(-1), 1.0, atol=1e-5)
+    valid_BTS = np.broadcast_to(MASK_BL[:, None], weights_BTS.shape)
+    np.testing.assert_array_equal(np.asarray(weights_BTS)[~valid_BTS], 0.0)
+    assert (np.asarray(weights_BTS)[valid_BTS] > 0).all()
+    other = np.where(MASK_BL, src, 10 - src)  # padded source tokens change nothing
+    np.testing.assert_allclose(apply(params, other, tgt, MASK_BL)[0], logits, atol=1e-6)
+
+
+def test_step_by_step_decoding_equals_teacher_forcing(seq2seq):
+    apply, params, src, tgt = seq2seq
+    logits, weights = apply(params, src, tgt, MASK_BL)
+    memory = apply(params, src, MASK_BL, method="encode")
+    carry, steps, step_weights = None, [], []
+    for t in range(tgt.shape[1]):
+        out, carry, w = apply(params, memory, tgt[:, t : t + 1], carry, method="decode")
+        steps.append(out)
+        step_weights.append(w)
+    np.testing.assert_allclose(np.concatenate(steps, 1), logits, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(step_weights, 1), weights, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"cell": "rnn"}, "model.cell must be one of"),
+        ({"d_embed": 3, "tie_embeddings": True}, "model.tie_embeddings needs"),
+        ({"pooling": "sum"}, "model.pooling"),
+        ({"attention": "general"}, "model.attention"),
+        ({"dropout": 1.0}, "model.dropout"),
+    ],
+)
+def test_config_rejects_bad_values_with_the_key(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        RNNConfig(**fields)
+
+
+def test_signature_leaves_out_runtime_fields():
+    cfg = RNNConfig(vocab_size=5)
+    assert cfg.signature() == dataclasses.replace(cfg, unroll=4, dtype="float32").signature()
+    assert "unroll" not in cfg.signature() and cfg.signature()["cell"] == "lstm"
+
+
+def test_language_model_refuses_bidirectional():
+    model = RNNLM(RNNConfig(vocab_size=5, bidirectional=True, d_hidden=D))
+    with pytest.raises(ConfigError, match="bidirectional"):
+        model.init(jax.random.PRNGKey(0), jnp.zeros((1, 3), jnp.int32))
