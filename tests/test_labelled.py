@@ -1,14 +1,17 @@
 """``label<TAB>text`` files as a dataset spec, their errors, and the speaker data set."""
 
 import collections
+import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nlpjax import cli
 from nlpjax.data import labelled, shakespeare_speakers, sources
 from nlpjax.errors import DataError
+from nlpjax.evaluation.classification import classification_metrics
 
 TRAIN = "pos\tgood film\nneg\tbad film\n\nneg\t  dull  \n"
 
@@ -97,3 +100,46 @@ def test_speaker_data_from_tiny_shakespeare_reads_back_as_a_labelled_spec(tmp_pa
     assert sizes["train"] > 5 * sizes["test"] > 0 and sizes["validation"] > 0
     counts = collections.Counter(ex["label"] for ex in sources.open_text(spec, "test"))
     assert set(counts) <= set(labels)
+
+
+def _encode(text):
+    return np.array([ord(c) % 50 + 4 for c in text])
+
+
+def test_classification_arrays_pad_mask_and_label_ids():
+    examples = [{"text": "abc", "label": "neg"}, {"text": "a", "label": "pos"}]
+    arrays, truncated = labelled.classification_arrays(examples, _encode, ("pos", "neg"), 4)
+    assert truncated == 0
+    np.testing.assert_array_equal(arrays["inputs"][0], [*_encode("abc"), 0])
+    np.testing.assert_array_equal(arrays["inputs_mask"], [[1, 1, 1, 0], [1, 0, 0, 0]])
+    np.testing.assert_array_equal(arrays["labels"], [1, 0])
+
+
+def test_too_long_input_is_an_error_or_truncated_with_a_logged_count(caplog):
+    examples = [{"text": "short", "label": "a"}, {"text": "much too long", "label": "a"}]
+    with pytest.raises(
+        DataError,
+        match=r"validation example 1 \('much too long'\) has 13 tokens.*"
+        r"data.max_length=6; raise data.max_length or set data.overflow='truncate'",
+    ):
+        labelled.classification_arrays(examples, _encode, ("a",), 6, "error", "validation")
+    with caplog.at_level(logging.WARNING):
+        arrays, truncated = labelled.classification_arrays(
+            examples, _encode, ("a",), 6, "truncate", "train"
+        )
+    assert truncated == 1 and "train: truncated 1 of 2 examples to data.max_length=6" in caplog.text
+    np.testing.assert_array_equal(arrays["inputs"][1], _encode("much t"))
+    assert arrays["inputs_mask"].all(axis=1).tolist() == [False, True]
+    with pytest.raises(DataError, match="data.overflow must be one of"):
+        labelled.classification_arrays(examples, _encode, ("a",), 6, "drop")
+
+
+def test_accuracy_and_macro_f1_by_hand():
+    true, pred = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0])
+    got = classification_metrics(true, pred, num_classes=4)  # class 3 never occurs
+    # F1: class 0 = 2/(2+1+1), class 1 = 4/(4+1+0), class 2 = 0 (never predicted right)
+    assert got == pytest.approx(
+        {"accuracy": 0.6, "macro_f1": (0.5 + 0.8 + 0.0) / 3, "f1/0": 0.5, "f1/1": 0.8, "f1/2": 0.0}
+    )
+    with pytest.raises(ValueError, match=r"class ids must be in \[0, 2\)"):
+        classification_metrics(true, pred, num_classes=2)

@@ -9,13 +9,18 @@ sorted labels of the training files; validation and test labels must belong to i
 Classification corpora are small, so the files are read into memory (no TFDS build).
 """
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from nlpjax.data import raw
 from nlpjax.errors import DataError
 
 FIELDS = ("text", "label")
+OVERFLOW = ("error", "truncate")  # what an example longer than the maximum length does
+log = logging.getLogger(__name__)
 
 
 def parse_lines(
@@ -91,3 +96,55 @@ def label_ids(examples: Sequence[dict[str, str]], labels: Sequence[str]) -> list
     """Class id of each example (its label's index in ``labels``)."""
     index = {name: i for i, name in enumerate(labels)}
     return [index[ex["label"]] for ex in examples]
+
+
+def classification_arrays(
+    examples: Sequence[dict[str, str]],
+    encode: Callable[[str], np.ndarray],
+    labels: Sequence[str],
+    max_length: int,
+    overflow: str = "error",
+    where: str = "",
+) -> tuple[dict[str, np.ndarray], int]:
+    """Right-padded token ids, masks and class ids of labelled examples.
+
+    Args:
+      examples: ``{text, label}`` items.
+      encode: text -> token ids.
+      labels: the label set (class id = index).
+      max_length: the longest input kept (``data.max_length``).
+      overflow: ``error`` (a longer example is a DataError naming it) or ``truncate``
+        (keep its first ``max_length`` tokens; the count is logged and returned).
+      where: names the data in messages (the split).
+
+    Returns:
+      ({"inputs": (N, max_length) int32, "inputs_mask": bool, "labels": (N,) int32},
+      number of truncated examples).
+    """
+    if overflow not in OVERFLOW:
+        raise DataError(f"data.overflow must be one of {OVERFLOW}, got {overflow!r}")
+    n = len(examples)
+    inputs = np.zeros((n, max_length), np.int32)  # 0 is <pad>
+    mask = np.zeros((n, max_length), bool)
+    truncated = 0
+    for i, example in enumerate(examples):
+        ids = np.asarray(encode(example["text"]), np.int32)
+        if len(ids) > max_length:
+            if overflow == "error":
+                raise DataError(
+                    f"{where} example {i} ({example['text'][:40]!r}) has {len(ids)} tokens, "
+                    f"more than data.max_length={max_length}; raise data.max_length or set "
+                    "data.overflow='truncate'"
+                )
+            ids, truncated = ids[:max_length], truncated + 1
+        inputs[i, : len(ids)], mask[i, : len(ids)] = ids, True
+    if truncated:
+        log.warning(
+            "%s: truncated %d of %d examples to data.max_length=%d tokens",
+            where, truncated, n, max_length,
+        )  # fmt: skip
+    return {
+        "inputs": inputs,
+        "inputs_mask": mask,
+        "labels": np.array(label_ids(examples, labels), np.int32),
+    }, truncated
