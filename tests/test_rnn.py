@@ -10,6 +10,7 @@ import pytest
 
 from nlpjax.errors import ConfigError
 from nlpjax.models.rnn import (
+    GATES,
     RNNLM,
     RecurrentLayer,
     RNNClassifier,
@@ -17,12 +18,16 @@ from nlpjax.models.rnn import (
     RNNStack,
     init_carry,
     pool,
+    scan_cell,
     zero_carry,
 )
+from nlpjax.models.rnn_fused import fused_scan
 from nlpjax.models.rnn_seq2seq import RNNSeq2Seq
 
 CELLS = ("lstm", "gru", "elman")
 D_IN, D, B, L = 5, 4, 3, 6
+LENGTHS = np.array([6, 2, 4])
+MASK_BL = np.arange(L)[None, :] < LENGTHS[:, None]
 
 
 def _sigmoid(x):
@@ -108,16 +113,64 @@ def test_lstm_forget_bias_starts_at_one_and_params_carry_logical_axes():
     assert boxed["wh"].names == (None, "mlp")
 
 
+def _scan_bodies(jaxpr):
+    """The bodies of every scan in a jaxpr, looking inside nested calls (custom_vjp, jit)."""
+    bodies = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            bodies.append(eqn.params["jaxpr"].jaxpr)
+            continue
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                bodies += _scan_bodies(inner)
+    return bodies
+
+
+def _dots(jaxpr):
+    return [e.primitive.name for e in jaxpr.eqns].count("dot_general")
+
+
 @pytest.mark.parametrize("cell", CELLS)
-def test_only_the_recurrent_matmul_runs_inside_the_scan(cell):
+def test_only_the_recurrent_matmul_runs_inside_the_forward_and_backward_scans(cell):
     _, params = _layer(cell)
-    layer = RecurrentLayer(cell, D)
-    jaxpr = jax.make_jaxpr(lambda p: layer.apply(p, _inputs(), zero_carry(cell, B, D)))(params)
-    scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
-    outside = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
-    assert len(scans) == 1 and len(outside) == 1  # the input projection of all steps
-    body = scans[0].params["jaxpr"].jaxpr
-    assert [e.primitive.name for e in body.eqns].count("dot_general") == 1
+    layer, x_LBD, carry = RecurrentLayer(cell, D), _inputs(), zero_carry(cell, B, D)
+    forward = jax.make_jaxpr(lambda p: layer.apply(p, x_LBD, carry))(params).jaxpr
+    assert _dots(forward) == 1  # the input projection of all steps, outside the scan
+    assert [_dots(body) for body in _scan_bodies(forward)] == [1]
+    grad = jax.make_jaxpr(jax.grad(lambda p: layer.apply(p, x_LBD, carry)[1].sum()))(params)
+    # backward: dW_h is one matmul after the scan; the scan keeps only dG_t W_h^T
+    assert [_dots(body) for body in _scan_bodies(grad.jaxpr)] == [1, 1]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_hand_written_backward_equals_autodiff_of_the_reference_scan(cell):
+    rng = np.random.default_rng(8)
+    G = GATES[cell] * D
+    params = {"wh": rng.normal(size=(D, G)).astype(np.float32) * 0.5}
+    if cell == "gru":
+        params["bh"] = rng.normal(size=(G,)).astype(np.float32)
+    carry = tuple(rng.normal(size=(B, D)).astype(np.float32) for _ in zero_carry(cell, B, D))
+    gx_LBG = rng.normal(size=(L, B, G)).astype(np.float32)
+    w_LBD, w_BD = rng.normal(size=(L, B, D)), rng.normal(size=(B, D))
+
+    def loss(scan, mask, reverse):
+        def f(p, c, gx):
+            final, h_LBD = scan(p, c, gx, mask, reverse)
+            return jnp.sum(h_LBD * w_LBD) + sum(jnp.sum(x * w_BD) for x in final)
+
+        return jax.jit(jax.grad(f, argnums=(0, 1, 2)))
+
+    def fused(p, c, gx, mask, reverse):
+        return fused_scan(cell, reverse, 1, p, c, gx, mask)
+
+    def reference(p, c, gx, mask, reverse):
+        return scan_cell(cell, p, c, gx, mask, reverse)
+
+    for mask, reverse in ((None, False), (MASK_BL.T, True)):
+        want = loss(reference, mask, reverse)(params, carry, gx_LBG)
+        got = loss(fused, mask, reverse)(params, carry, gx_LBG)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
 
 
 @pytest.mark.slow  # importing torch alone takes seconds
@@ -148,10 +201,6 @@ def test_two_layer_stack_equals_pytorch_with_copied_weights(cell):
     np.testing.assert_allclose(np.stack([c[-1] for c in carry]), h_n.numpy(), atol=1e-5)
     if cell == "lstm":
         np.testing.assert_allclose(np.stack([c[0] for c in carry]), state[1].numpy(), atol=1e-5)
-
-
-LENGTHS = np.array([6, 2, 4])
-MASK_BL = np.arange(L)[None, :] < LENGTHS[:, None]
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from nlpjax.errors import ConfigError
 from nlpjax.models.layers import Dense, param_with_axes
+from nlpjax.models.rnn_fused import fused_scan
 from nlpjax.precision import DTYPE_CHOICES, DTYPES, resolve_dtype
 from nlpjax.types import Array, Bool, Float, Int
 
@@ -223,7 +224,7 @@ class RecurrentLayer(nn.Module):
         x_ND = x_LBD.reshape(L * B, d_in).astype(self.dtype)
         gx = jnp.dot(x_ND, wi.astype(self.dtype), preferred_element_type=jnp.float32)
         gx_LBG = (gx + bias.astype(jnp.float32)[None, :]).reshape(L, B, G)
-        return scan_cell(self.cell, params, carry, gx_LBG, mask_LB, self.reverse, self.unroll)
+        return fused_scan(self.cell, self.reverse, self.unroll, params, carry, gx_LBG, mask_LB)
 
     def _bias_init(self, key, shape, dtype=jnp.float32):
         bias = jnp.zeros(shape, dtype)
