@@ -348,3 +348,37 @@ def test_language_model_refuses_bidirectional():
     model = RNNLM(RNNConfig(vocab_size=5, bidirectional=True, d_hidden=D))
     with pytest.raises(ConfigError, match="bidirectional"):
         model.init(jax.random.PRNGKey(0), jnp.zeros((1, 3), jnp.int32))
+
+
+@pytest.mark.parametrize(
+    "rules", ["default", pytest.param("mlp=fsdp+tensor", marks=pytest.mark.slow)]
+)
+def test_gradients_on_a_sharded_mesh_equal_the_one_device_gradients(rules):
+    """The batch over data x fsdp on 8 simulated devices, the gate axis of every kernel
+    over tensor (default rules) or over fsdp x tensor, as in the XLA scan-gradient bug
+    the project guards against (README, "Writing a task")."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from nlpjax.training.parallel import RULES, parse_rules
+
+    rules = RULES if rules == "default" else parse_rules("mlp=fsdp+tensor,embed=")
+
+    cfg = RNNConfig(vocab_size=16, cell="lstm", num_layers=2, d_hidden=16, d_embed=16)
+    model = RNNLM(cfg)
+    tokens = np.asarray(jax.random.randint(jax.random.PRNGKey(9), (8, 6), 0, 16))
+    boxed = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)["params"]
+    params = nn.meta.unbox(boxed)
+
+    def loss(p, t):
+        logits, carry = model.apply({"params": p}, t)
+        return jnp.mean(logits**2) + sum(jnp.sum(x**2) for x in jax.tree.leaves(carry))
+
+    expected = jax.jit(jax.grad(loss))(params, tokens)
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
+        placed = jax.device_put(params, shardings)
+        batch = jax.device_put(tokens, NamedSharding(mesh, P(("data", "fsdp"))))
+        got = jax.jit(jax.grad(loss))(placed, batch)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, expected)

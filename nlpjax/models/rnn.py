@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from nlpjax.errors import ConfigError
 from nlpjax.models.layers import Dense, param_with_axes
-from nlpjax.models.rnn_fused import fused_scan
+from nlpjax.models.rnn_fused import batch_layout, fused_scan
 from nlpjax.precision import DTYPE_CHOICES, DTYPES, resolve_dtype
 from nlpjax.types import Array, Bool, Float, Int
 
@@ -177,8 +177,8 @@ def scan_cell(
         if m_B is not None:
             keep = m_B[:, None]
             new = tuple(jnp.where(keep, n, c) for n, c in zip(new, carry, strict=True))
-            return new, jnp.where(keep, new[-1], 0.0)
-        return new, new[-1]
+            return batch_layout(new), jnp.where(keep, new[-1], 0.0)
+        return batch_layout(new), new[-1]
 
     return jax.lax.scan(body, carry, (gx_LBG, mask_LB), reverse=reverse, unroll=unroll)
 

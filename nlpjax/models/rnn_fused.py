@@ -11,10 +11,20 @@ with and without masks, forward and reversed.
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 F32 = jnp.float32
+
+
+def batch_layout(carry: tuple) -> tuple:
+    """Pins each (B, D) carry leaf to the batch layout (a no-op without a mesh).
+
+    The project's rule for scans over time on a mesh (README, "Writing a task"): jax 0.10.2
+    computed wrong gradients for a scan whose carry was left free while its weight was
+    sharded over (fsdp, tensor)."""
+    return tuple(nn.with_logical_constraint(x, ("act_batch", None)) for x in carry)
 
 
 def _dot(a, b):
@@ -99,7 +109,7 @@ def _forward(cell, reverse, unroll, params, carry, gx_LBG, mask_LB):
         gx_BG, m_B = inputs
         new, res = fwd(params, carry, gx_BG)
         out = new[-1] if m_B is None else jnp.where(m_B[:, None], new[-1], 0.0)
-        return _select(m_B, new, carry), (out, res, carry[-1])
+        return batch_layout(_select(m_B, new, carry)), (out, res, carry[-1])
 
     return jax.lax.scan(body, carry, (gx_LBG, mask_LB), reverse=reverse, unroll=unroll)
 
@@ -134,7 +144,7 @@ def _fused_bwd(cell, reverse, unroll, saved, cotangents):
             d_prev = tuple(
                 a + jnp.where(m_B[:, None], 0.0, d) for a, d in zip(d_prev, d_carry, strict=True)
             )
-        return d_prev, (d_gx, d_gh)
+        return batch_layout(d_prev), (d_gx, d_gh)
 
     d_carry0, (d_gx_LBG, d_gh_LBG) = jax.lax.scan(
         body, d_carry, (res, dh_LBD, mask_LB), reverse=not reverse, unroll=unroll
