@@ -22,7 +22,7 @@ from nlpjax.models.rnn import (
     zero_carry,
 )
 from nlpjax.models.rnn_fused import fused_scan
-from nlpjax.models.rnn_seq2seq import RNNSeq2Seq
+from nlpjax.models.rnn_seq2seq import RNNSeq2Seq, search_cache, search_step
 
 CELLS = ("lstm", "gru", "elman")
 D_IN, D, B, L = 5, 4, 3, 6
@@ -295,11 +295,11 @@ def seq2seq(request):
     src = np.asarray(jax.random.randint(jax.random.PRNGKey(5), (B, L), 1, 11))
     tgt = np.asarray(jax.random.randint(jax.random.PRNGKey(6), (B, 4), 1, 13))
     params = jax.jit(model.init)(jax.random.PRNGKey(0), src, tgt, MASK_BL)
-    return jax.jit(model.apply, static_argnames="method"), params, src, tgt
+    return model, jax.jit(model.apply, static_argnames="method"), params, src, tgt
 
 
 def test_attention_weights_sum_to_one_and_respect_the_source_mask(seq2seq):
-    apply, params, src, tgt = seq2seq
+    _, apply, params, src, tgt = seq2seq
     logits, weights_BTS = apply(params, src, tgt, MASK_BL)
     assert logits.shape == (B, 4, 13) and weights_BTS.shape == (B, 4, L)
     np.testing.assert_allclose(weights_BTS.sum(-1), 1.0, atol=1e-5)
@@ -311,7 +311,7 @@ def test_attention_weights_sum_to_one_and_respect_the_source_mask(seq2seq):
 
 
 def test_step_by_step_decoding_equals_teacher_forcing(seq2seq):
-    apply, params, src, tgt = seq2seq
+    _, apply, params, src, tgt = seq2seq
     logits, weights = apply(params, src, tgt, MASK_BL)
     memory = apply(params, src, MASK_BL, method="encode")
     carry, steps, step_weights = None, [], []
@@ -382,3 +382,17 @@ def test_gradients_on_a_sharded_mesh_equal_the_one_device_gradients(rules):
         batch = jax.device_put(tokens, NamedSharding(mesh, P(("data", "fsdp"))))
         got = jax.jit(jax.grad(loss))(placed, batch)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, expected)
+
+
+def test_search_step_follows_each_beam_row_like_teacher_forcing(seq2seq):
+    """The cache repeats each source W times; every beam row then decodes like its source."""
+    model, apply, params, src, tgt = seq2seq
+    logits, _ = apply(params, src, tgt, MASK_BL)
+    width = 2
+    cache = search_cache(model, params, src, MASK_BL, width)
+    assert jax.tree.leaves(cache)[0].shape[0] == B * width
+    step = jax.jit(search_step(model, params))
+    for t in range(tgt.shape[1]):
+        out_N1V, cache = step(jnp.repeat(tgt[:, t : t + 1], width, axis=0), cache)
+        want = np.repeat(np.asarray(logits[:, t : t + 1]), width, axis=0)
+        np.testing.assert_allclose(out_N1V, want, atol=1e-5)

@@ -151,3 +151,30 @@ class RNNSeq2Seq(nn.Module):
         attentional_BTD = jnp.tanh(self.combine(both))
         attentional_BTD = self.dropout(attentional_BTD, deterministic=not train)
         return self.head(attentional_BTD), carry, weights_BTS
+
+
+# -- the searches' interface (greedy, sampling and beam search over a cached step) -------
+
+
+def search_cache(
+    model: RNNSeq2Seq, variables, inputs_BS, inputs_mask_BS=None, width: int = 1
+) -> tuple[Memory, tuple[Carry, ...]]:
+    """The cache a search starts from: the encoded source and the decoder's start state,
+    every row repeated ``width`` times (row b * width + w is beam w of input b)."""
+    memory = model.apply(variables, inputs_BS, inputs_mask_BS, method=RNNSeq2Seq.encode)
+    cache = (memory, memory.carry)
+    return jax.tree_util.tree_map(lambda x: jnp.repeat(x, width, axis=0), cache)
+
+
+def search_step(model: RNNSeq2Seq, variables):
+    """``step_fn(tokens_N1, cache) -> (logits_N1V, cache)``, the one-token step that the
+    model-agnostic searches (greedy, sampling, beam) call; ``cache`` from ``search_cache``."""
+
+    def step_fn(tokens_N1, cache):
+        memory, carry = cache
+        logits, carry, _ = model.apply(
+            variables, memory, tokens_N1, carry, method=RNNSeq2Seq.decode
+        )
+        return logits, (memory, carry)
+
+    return step_fn
