@@ -1,6 +1,7 @@
 """Recurrent models: cells against NumPy and PyTorch, masks, bidirectional, carry, attention."""
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -16,6 +17,7 @@ from nlpjax.models.rnn import (
     RNNClassifier,
     RNNConfig,
     RNNStack,
+    RNNTagger,
     init_carry,
     pool,
     scan_cell,
@@ -283,6 +285,38 @@ def test_classifier_final_state_ignores_padding():
     other = np.where(MASK_BL, tokens, 8 - tokens)  # different tokens under the padding
     np.testing.assert_allclose(apply(params, other, MASK_BL), logits, atol=1e-6)
     assert not np.allclose(apply(params, other, np.ones_like(MASK_BL)), logits, atol=1e-4)
+
+
+def test_bidirectional_tagger_tags_real_tokens_whatever_the_padding():
+    cfg = RNNConfig(
+        vocab_size=9, cell="lstm", num_layers=1, d_hidden=D, bidirectional=True, num_classes=5
+    )
+    model = RNNTagger(cfg)
+    tokens = np.asarray(jax.random.randint(jax.random.PRNGKey(4), (B, L), 1, 9))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, MASK_BL)
+    apply = jax.jit(model.apply)
+    logits_BLY = np.asarray(apply(params, tokens, MASK_BL))
+    assert logits_BLY.shape == (B, L, 5)
+    other = np.asarray(apply(params, np.where(MASK_BL, tokens, 8 - tokens), MASK_BL))
+    np.testing.assert_allclose(other[MASK_BL], logits_BLY[MASK_BL], atol=1e-6)
+
+
+def test_tied_lm_has_no_output_layer_and_dropout_acts_only_in_training():
+    tied = RNNConfig(vocab_size=7, num_layers=1, d_hidden=D, tie_embeddings=True)
+    shapes = jax.eval_shape(RNNLM(tied).init, jax.random.PRNGKey(0), jnp.zeros((1, 3), jnp.int32))
+    assert set(shapes["params"]) == {"encoder"}  # the embedding doubles as the output layer
+    model = RNNLM(RNNConfig(vocab_size=7, num_layers=2, d_hidden=D, dropout=0.5))
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (B, 5), 0, 7)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def run(key, train):
+        return model.apply(params, tokens, train=train, rngs={"dropout": key})[0]
+
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    np.testing.assert_array_equal(run(keys[0], True), run(keys[0], True))
+    assert not np.allclose(run(keys[0], True), run(keys[1], True))
+    np.testing.assert_array_equal(run(keys[0], False), run(keys[1], False))
 
 
 @pytest.fixture(scope="module", params=["dot", "additive"])
