@@ -106,7 +106,7 @@ class RNNConfig:
 # was computed for all steps before the scan. params: "wh" (D, G) and, for GRU, "bh" (G,).
 
 
-def lstm_step(params: dict, carry: Carry, gx_BG: jax.Array) -> Carry:
+def lstm_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
     """c' = f*c + i*g, h' = o*tanh(c'); gates (i, f, g, o) from x @ Wi + b + h @ Wh."""
     c_BD, h_BD = carry
     g_BG = gx_BG + _recurrent(params["wh"], h_BD)
@@ -115,7 +115,7 @@ def lstm_step(params: dict, carry: Carry, gx_BG: jax.Array) -> Carry:
     return c_BD, jax.nn.sigmoid(o) * jnp.tanh(c_BD)
 
 
-def gru_step(params: dict, carry: Carry, gx_BG: jax.Array) -> Carry:
+def gru_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
     """r, z from x and h; n = tanh(x Win + b_in + r * (h Whn + b_hn)); h' = (1-z) n + z h."""
     (h_BD,) = carry
     gh_BG = _recurrent(params["wh"], h_BD) + params["bh"].astype(jnp.float32)[None, :]
@@ -126,7 +126,7 @@ def gru_step(params: dict, carry: Carry, gx_BG: jax.Array) -> Carry:
     return ((1.0 - z) * n + z * h_BD,)
 
 
-def elman_step(params: dict, carry: Carry, gx_BG: jax.Array) -> Carry:
+def elman_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
     """h' = tanh(x Wi + b + h Wh)."""
     (h_BD,) = carry
     return (jnp.tanh(gx_BG + _recurrent(params["wh"], h_BD)),)
@@ -160,11 +160,11 @@ def scan_cell(
     cell: str,
     params: dict,
     carry: Carry,
-    gx_LBG: jax.Array,
-    mask_LB: jax.Array | None = None,
+    gx_LBG: Float[Array, "L B G"],
+    mask_LB: Bool[Array, "L B"] | None = None,
     reverse: bool = False,
     unroll: int = 1,
-) -> tuple[Carry, jax.Array]:
+) -> tuple[Carry, Float[Array, "L B D"]]:
     """Runs a cell over time (time-major); returns (final carry, hidden states h_LBD).
 
     Where ``mask_LB`` is False the carry is kept and the output is zero.
@@ -203,8 +203,11 @@ class RecurrentLayer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x_LBD: jax.Array, carry: Carry, mask_LB: jax.Array | None = None
-    ) -> tuple[Carry, jax.Array]:
+        self,
+        x_LBD: Float[Array, "L B Din"],
+        carry: Carry,
+        mask_LB: Bool[Array, "L B"] | None = None,
+    ) -> tuple[Carry, Float[Array, "L B D"]]:
         L, B, d_in = x_LBD.shape
         D, G = self.d_hidden, GATES[self.cell] * self.d_hidden
         wi = param_with_axes(
@@ -244,7 +247,12 @@ class Bidirectional(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_LBD, carry, mask_LB=None):
+    def __call__(
+        self,
+        x_LBD: Float[Array, "L B D"],
+        carry: tuple[Carry, Carry],
+        mask_LB: Bool[Array, "L B"] | None = None,
+    ) -> tuple[tuple[Carry, Carry], Float[Array, "L B D2"]]:
         kw = {"unroll": self.unroll, "dtype": self.dtype, "param_dtype": self.param_dtype}
         fwd = RecurrentLayer(self.cell, self.d_hidden, name="forward", **kw)
         bwd = RecurrentLayer(self.cell, self.d_hidden, reverse=True, name="backward", **kw)
@@ -261,11 +269,11 @@ class RNNStack(nn.Module):
     @nn.compact
     def __call__(
         self,
-        x_LBD: jax.Array,
+        x_LBD: Float[Array, "L B Din"],
         carry: tuple[Carry, ...],
-        mask_LB: jax.Array | None = None,
+        mask_LB: Bool[Array, "L B"] | None = None,
         train: bool = False,
-    ) -> tuple[tuple[Carry, ...], jax.Array]:
+    ) -> tuple[tuple[Carry, ...], Float[Array, "L B D"]]:
         cfg = self.config
         kw = {
             "unroll": cfg.unroll,
@@ -285,7 +293,7 @@ class RNNStack(nn.Module):
         return tuple(new_carry), x_LBD
 
 
-def final_hidden(cfg: RNNConfig, carry: tuple[Carry, ...]) -> jax.Array:
+def final_hidden(cfg: RNNConfig, carry: tuple[Carry, ...]) -> Float[Array, "B D"]:
     """The last layer's final h (B, output_dim); both directions' if bidirectional."""
     last = carry[-1]
     if cfg.bidirectional:
@@ -312,7 +320,13 @@ class Encoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.stack = RNNStack(cfg)
 
-    def __call__(self, tokens_BL, carry=None, mask_BL=None, train=False):
+    def __call__(
+        self,
+        tokens_BL: Int[Array, "B L"],
+        carry: tuple[Carry, ...] | None = None,
+        mask_BL: Bool[Array, "B L"] | None = None,
+        train: bool = False,
+    ) -> tuple[tuple[Carry, ...], Float[Array, "L B D"]]:
         cfg = self.config
         chex.assert_rank(tokens_BL, 2)
         if self.vocab_size <= 0:
@@ -374,8 +388,11 @@ def _output_layer(module, cfg, h_BLD, vocab, encoder=None):
 
 
 def pool(
-    pooling: str, h_LBD: jax.Array, final_BD: jax.Array, mask_BL: jax.Array | None
-) -> jax.Array:
+    pooling: str,
+    h_LBD: Float[Array, "L B D"],
+    final_BD: Float[Array, "B D"],
+    mask_BL: Bool[Array, "B L"] | None,
+) -> Float[Array, "B D"]:
     """Sentence vector: the final state, or the max / mean of the outputs over the mask."""
     if pooling == "final":
         return final_BD
@@ -414,7 +431,12 @@ class RNNTagger(nn.Module):
     config: RNNConfig
 
     @nn.compact
-    def __call__(self, tokens_BL, mask_BL=None, train: bool = False) -> Float[Array, "B L Y"]:
+    def __call__(
+        self,
+        tokens_BL: Int[Array, "B L"],
+        mask_BL: Bool[Array, "B L"] | None = None,
+        train: bool = False,
+    ) -> Float[Array, "B L Y"]:
         cfg = self.config
         if cfg.num_classes <= 0:
             raise ConfigError("model.num_classes (the number of tags) must be > 0 for a tagger")

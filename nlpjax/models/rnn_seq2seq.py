@@ -121,7 +121,12 @@ class RNNSeq2Seq(nn.Module):
         logits_BTV, _, weights_BTS = self.decode(memory, decoder_inputs_BT, None, train)
         return logits_BTV, weights_BTS
 
-    def encode(self, inputs_BS, inputs_mask_BS=None, train: bool = False) -> Memory:
+    def encode(
+        self,
+        inputs_BS: Int[Array, "B S"],
+        inputs_mask_BS: Bool[Array, "B S"] | None = None,
+        train: bool = False,
+    ) -> Memory:
         """Encodes the source once; the result feeds every ``decode`` call."""
         cfg = self.config
         carry, h_SBE = self.encoder(inputs_BS, None, inputs_mask_BS, train)
