@@ -9,6 +9,9 @@ A dataset spec is one string (``data.dataset`` in a config):
   directories of ``.txt`` files or globs;
 - ``parallel:SRC,TGT`` with options ``;validation=SRC,TGT``, ``;test=SRC,TGT``,
   ``;languages=de,en``, ``;errors=...``: user sentence-aligned files;
+- ``labelled:FILES`` with options ``;validation=FILES``, ``;test=FILES``, ``;labels=a,b,c``,
+  ``;errors=...``: ``label<TAB>text`` files for classifiers (items ``{text, label}``; see
+  ``labelled.py``);
 - ``tfds:NAME[/CONFIG][:VERSION]``: a registered TFDS dataset (lm1b, wmt14_translate/de-en,
   c4/en, ...) already prepared as array_record in the TFDS data dir.
 
@@ -20,14 +23,16 @@ from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 
+from nlpjax.data import labelled
 from nlpjax.data.tfds_builders import parallel_corpus, text_corpus
 from nlpjax.data.tfds_builders.common import prepared_source, tfds_data_dir
 from nlpjax.errors import DataError
 
-KINDS = ("text_corpus", "parallel_corpus", "files", "parallel", "tfds")
+KINDS = ("text_corpus", "parallel_corpus", "files", "parallel", "labelled", "tfds")
 _OPTIONS = {
     "files": ("validation", "split_by", "errors"),
     "parallel": ("validation", "test", "languages", "errors"),
+    "labelled": ("validation", "test", "labels", "errors"),
 }
 
 
@@ -46,7 +51,7 @@ class DatasetRef:
 def parse_dataset(spec: str) -> DatasetRef:
     """Parses a dataset spec (see the module docstring); errors list the valid forms."""
     head, *opts = spec.split(";")
-    if ":" in head and head.split(":", 1)[0] in ("files", "parallel", "tfds"):
+    if ":" in head and head.split(":", 1)[0] in ("files", "parallel", "labelled", "tfds"):
         kind, name = head.split(":", 1)
     elif "/" in head and head.split("/", 1)[0] in ("text_corpus", "parallel_corpus"):
         kind, name = head.split("/", 1)
@@ -105,6 +110,22 @@ def _builder_and_config(ref: DatasetRef):
     return parallel_corpus.ParallelCorpus, config
 
 
+def _labelled(ref: DatasetRef, split: str) -> tuple[list[dict[str, str]], tuple[str, ...]]:
+    """(examples, label set) of a ``labelled:`` spec's split (read into memory)."""
+    splits = {"train": ref.name, "validation": ref.option("validation"), "test": ref.option("test")}
+    patterns = {s: _split_list(v) for s, v in splits.items()}
+    declared = _split_list(ref.option("labels"))
+    return labelled.open_split(patterns, split, declared, ref.option("errors", "strict"))
+
+
+def label_names(spec: str) -> tuple[str, ...]:
+    """The class names of a ``labelled:`` spec in id order."""
+    ref = parse_dataset(spec)
+    if ref.kind != "labelled":
+        raise DataError(f"dataset {spec!r} has no labels: use a labelled:FILES spec")
+    return _labelled(ref, "train")[1]
+
+
 def _tfds_source(ref: DatasetRef, split: str, data_dir: str):
     try:
         return tfds.data_source(ref.name, split=split, data_dir=data_dir, download=False)
@@ -122,6 +143,8 @@ def raw_source(spec: str, split: str, data_dir: str = ""):
     ref = parse_dataset(spec)
     if ref.kind == "tfds":
         return _tfds_source(ref, split, tfds_data_dir(data_dir))
+    if ref.kind == "labelled":
+        return _labelled(ref, split)[0]
     builder_cls, config = _builder_and_config(ref)
     return prepared_source(builder_cls, config, split, data_dir)
 
@@ -131,6 +154,8 @@ def default_fields(spec: str, data_dir: str = "") -> tuple[str, ...]:
     ref = parse_dataset(spec)
     if ref.kind in ("text_corpus", "files"):
         return ("text",)
+    if ref.kind == "labelled":
+        return labelled.FIELDS
     if ref.kind != "tfds":
         return tuple(_builder_and_config(ref)[1].languages)
     info = tfds.builder(ref.name, data_dir=tfds_data_dir(data_dir)).info
@@ -184,6 +209,9 @@ def load_documents(spec: str, split: str, data_dir: str = "", field: str = "text
 def split_sizes(spec: str, data_dir: str = "") -> dict[str, int]:
     """Number of examples per split (prepares nlpjax corpora if needed)."""
     ref = parse_dataset(spec)
+    if ref.kind == "labelled":
+        splits = ("train", "validation", "test")
+        return {s: len(_labelled(ref, s)[0]) for s in splits if ref.option(s) or s == "train"}
     if ref.kind == "tfds":
         builder = tfds.builder(ref.name, data_dir=tfds_data_dir(data_dir))
     else:
