@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from nlpjax.inference.kv_cache import init_cache
+from nlpjax.inference.kv_cache import broadcast_cache, init_cache, prefix_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +107,16 @@ class Generator:
             return sample(logits_BLV[:, -1], rng, sampling, banned_V), updated["cache"]
 
         self._step = jax.jit(step)
+        # Registers' and sink's keys/values: computed once for these params, then copied.
+        self._prefix = None
+        if model.config.num_prefix:
+            self._prefix = jax.jit(lambda p: prefix_cache(model, p))(params)
 
     def _prefill(self, history_BL: np.ndarray, rng):
-        cache = init_cache(self.model, history_BL.shape[0])
+        if self._prefix is None:
+            cache = init_cache(self.model, history_BL.shape[0])
+        else:
+            cache = broadcast_cache(self._prefix, history_BL.shape[0])
         return self._step(self.params, cache, jnp.asarray(history_BL), rng)
 
     def stream(
