@@ -8,9 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nlpjax import cli
+from nlpjax.api import load_config
+from nlpjax.data import transforms
+from nlpjax.errors import ConfigError
 from nlpjax.inference.decode import Generator, SamplingConfig, generate_uncached
 from nlpjax.inference.kv_cache import broadcast_cache, prefix_cache
 from nlpjax.models.decoder import Decoder, DecoderConfig
+from nlpjax.tasks.lm import LMTask
+from tests.conftest import TINY
 
 VOCAB, LENGTH = 11, 8
 SMALL = DecoderConfig(
@@ -169,3 +175,126 @@ def test_fill_prefix_is_refused_without_a_prefix():
             fill_prefix=True,
             mutable=["cache"],
         )
+
+
+# -- pause tokens: data, loss, generation ------------------------------------------------
+
+PAUSE = 99
+
+
+def test_pause_windows_keep_the_text_in_order_and_weigh_out_exactly_the_pauses():
+    window = np.arange(1, 66, dtype=np.int32)  # 65 distinct tokens, none is PAUSE
+    rng = np.random.default_rng(0)
+    counts = []
+    for _ in range(400):
+        row = transforms.pause_pretrain_window(window, 7, PAUSE, rng)
+        tokens, weights = row["tokens"], row["weights"]
+        assert tokens.shape == (65,) and weights.shape == (64,)
+        is_pause = tokens == PAUSE
+        kept = tokens[~is_pause]
+        np.testing.assert_array_equal(kept, window[: len(kept)])  # trimmed, order kept
+        np.testing.assert_array_equal(weights, (~is_pause[1:]).astype(np.float32))
+        counts.append(is_pause.sum())
+    # 7 pauses among 72 slots, 65 kept: 7 * 65 / 72 = 6.32 survive the trim on average
+    assert max(counts) <= 7 and abs(np.mean(counts) - 7 * 65 / 72) < 0.15
+
+
+def test_a_filler_token_is_weighed_out_only_where_it_was_inserted():
+    window = np.asarray([5, 3, 5, 5, 3, 5, 5, 5, 3], np.int32)  # 3 stands for '.'
+    row = transforms.pause_pretrain_window(window, 4, 3, np.random.default_rng(1))
+    marked, _ = transforms.insert_pauses(window, 4, -1, np.random.default_rng(1))
+    inserted = marked < 0
+    assert inserted.any() and ((row["tokens"] == 3) & ~inserted).any()  # both kinds present
+    np.testing.assert_array_equal(row["weights"] == 0, inserted[1:])
+
+
+def test_pause_answer_rows_weigh_only_the_answer_and_its_eos():
+    row = transforms.pause_answer_row(
+        np.asarray([7, 8, 9]), np.asarray([4, 5]), 2, PAUSE, eos_id=1, length=10
+    )
+    np.testing.assert_array_equal(row["tokens"], [7, 8, 9, PAUSE, PAUSE, 4, 5, 1, 0, 0])
+    #                 predicting:   8  9  P  P  4  5  1  0  0
+    np.testing.assert_array_equal(row["weights"], [0, 0, 0, 0, 1, 1, 1, 0, 0])
+    assert transforms.pause_answer_row(np.arange(5), np.arange(4), 2, PAUSE, 1, 10) is None
+
+
+@pytest.fixture(scope="module")
+def pause_task():
+    """A tiny byte-level LM with pause-pretraining (20% pauses) and 2 inference pauses."""
+    overrides = {
+        "data.tokenizer.kind": "byte",
+        "data.pause_pretrain": "True",
+        "data.pause_fraction": "0.2",
+        "data.pause_inference": "2",
+    }
+    return LMTask(load_config(TINY, overrides))
+
+
+def test_the_loss_ignores_exactly_the_positions_whose_target_is_a_pause(pause_task):
+    batch = next(pause_task.train_iterator())
+    targets = batch["tokens"][:, 1:]
+    is_pause = targets == pause_task.pause_id
+    assert is_pause.any() and (batch["weights"] == ~is_pause).all()
+    params = nn.meta.unbox(pause_task.init(jax.random.PRNGKey(0))["params"])
+    loss, (metrics, _) = pause_task.loss(params, {}, batch, jax.random.PRNGKey(1), False)
+    logits = pause_task.model.apply({"params": params}, batch["tokens"][:, :-1])
+    log_probs = np.asarray(jax.nn.log_softmax(logits))
+    per_token = -np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(float(loss), per_token[~is_pause].mean(), rtol=1e-5)
+    assert float(metrics["weight"]) == (~is_pause).sum()
+
+
+def test_evaluation_windows_stay_plain_text(pause_task):
+    batches = pause_task.eval_batches()
+    assert set(batches) == {"tokens"} and not (batches["tokens"] == pause_task.pause_id).any()
+
+
+def test_the_task_generator_appends_pauses_and_bans_the_pause_id(pause_task):
+    params = nn.meta.unbox(pause_task.init(jax.random.PRNGKey(0))["params"])
+    tokens = pause_task.generator(params, SamplingConfig(temperature=0.0)).token_generator
+    assert tokens.append_ids.tolist() == [pause_task.pause_id] * 2
+
+
+def _pause_loving_model():
+    """A model whose largest logit is always id VOCAB - 1 (the 'pause'), by construction."""
+    model, params = _build()
+    emb = params["embedding"].at[VOCAB - 1].mul(10.0)
+    norm = {"scale": jnp.zeros(16), "bias": emb[VOCAB - 1]}  # every output = the pause row
+    return model, {**params, "embedding": emb, "final_norm": norm}
+
+
+def test_generation_never_emits_a_pause_and_starts_after_the_appended_pauses():
+    model, params = _pause_loving_model()
+    pause, prompt = VOCAB - 1, np.asarray([[1, 2, 3]])
+    greedy = SamplingConfig(temperature=0.0)
+    unbanned = Generator(model, params, greedy, append_ids=[pause] * 2).generate(prompt, 4)
+    assert (unbanned == pause).all()  # the pause is the model's first choice everywhere
+    for sampling in (greedy, SamplingConfig(temperature=1.0)):
+        gen = Generator(model, params, sampling, banned_ids=[pause], append_ids=[pause] * 2)
+        out = gen.generate(prompt, 4, seed=3)
+        assert out.shape == (1, 4) and not (out == pause).any()
+    with_pauses = np.concatenate([prompt, [[pause, pause]]], axis=1)
+    expected = generate_uncached(model, params, with_pauses, 4, greedy, banned_ids=[pause])
+    banned_gen = Generator(model, params, greedy, banned_ids=[pause], append_ids=[pause] * 2)
+    np.testing.assert_array_equal(banned_gen.generate(prompt, 4), expected)
+
+
+def test_pauses_with_a_char_tokenizer_are_refused_with_a_clear_error(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("keep me")
+    pauses = "--config.data.pause_pretrain=True"
+    args = ["train", f"--config={TINY}", f"--workdir={workdir}", pauses]
+    code = cli.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert "char tokenizer has none" in err[0] and "data.pause_filler" in err[0]
+    assert [p.name for p in workdir.iterdir()] == ["notes.txt"]
+    assert (workdir / "notes.txt").read_text() == "keep me"
+
+
+def test_a_filler_that_is_not_one_token_is_refused():
+    with pytest.raises(ConfigError, match="data.pause_filler='ab' encodes to 2 tokens"):
+        LMTask(load_config(TINY, {"data.pause_pretrain": "True", "data.pause_filler": "ab"}))
+    task = LMTask(load_config(TINY, {"data.pause_pretrain": "True", "data.pause_filler": "."}))
+    assert task.pause_id == int(task.tokenizer.encode(".")[0])

@@ -92,10 +92,20 @@ class Generator:
       params: its parameters.
       sampling: temperature, top-k and top-p.
       banned_ids: ids never to emit (their logits are set to -inf, greedy included).
+      append_ids: ids put after every prompt (pause-inference: M_inf pauses); the output
+        starts after the last of them.
     """
 
-    def __init__(self, model, params, sampling: SamplingConfig, banned_ids: Sequence[int] = ()):
+    def __init__(
+        self,
+        model,
+        params,
+        sampling: SamplingConfig,
+        banned_ids: Sequence[int] = (),
+        append_ids: Sequence[int] = (),
+    ):
         self.model, self.params, self.sampling = model, params, sampling
+        self.append_ids = np.asarray(append_ids, np.int32).reshape(-1)
         self.max_len = model.config.max_len
         mask = banned_mask(model.config.vocab_size, banned_ids)
         banned_V = None if mask is None else jnp.asarray(mask)
@@ -134,6 +144,9 @@ class Generator:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         if max_new_tokens == 0:
             return
+        if self.append_ids.size:
+            suffix = np.broadcast_to(self.append_ids, (prompt_BL.shape[0], self.append_ids.size))
+            prompt_BL = np.concatenate([prompt_BL, suffix], axis=1)
         key = jax.random.PRNGKey(seed)
         history = prompt_BL[:, -self.max_len :]
         next_B, cache = self._prefill(history, jax.random.fold_in(key, 0))

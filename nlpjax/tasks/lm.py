@@ -17,7 +17,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from nlpjax.config import Config
-from nlpjax.data import inspect, pipeline
+from nlpjax.data import inspect, pipeline, transforms
 from nlpjax.data.sources import load_documents, parse_dataset
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
@@ -50,10 +50,30 @@ class LMDataConfig:
     batch_size: int = 12
     tfds_data_dir: str = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
     prefetch: int = 4
+    # Pause tokens (Goyal et al. 2023, https://arxiv.org/abs/2310.02226).
+    pause_pretrain: bool = False  # pauses at random places of every training window
+    pause_fraction: float = 0.1  # pretraining: round(fraction * (context + 1)) pauses a window
+    pause_filler: str = ""  # filler control: this text's one token instead of <pause>
+    answer_separator: str = ""  # set: lines "PROMPT<sep>ANSWER" (loss on the answer only)
+    pause_finetune: int = 0  # M_ft: pauses after every prompt (needs answer_separator)
+    pause_inference: int = 0  # M_inf: pauses appended to every prompt when generating
 
     def __post_init__(self):
         if self.context <= 0 or self.batch_size <= 0:
             raise ConfigError("data.context and data.batch_size must be > 0")
+        if not 0.0 < self.pause_fraction <= 1.0:
+            raise ConfigError(f"data.pause_fraction must be in (0, 1], got {self.pause_fraction}")
+        if self.pause_finetune < 0 or self.pause_inference < 0:
+            raise ConfigError("data.pause_finetune and data.pause_inference must be >= 0")
+        if self.pause_finetune and not self.answer_separator:
+            raise ConfigError(
+                "data.pause_finetune puts pauses after prompts, and the data has none: set "
+                "data.answer_separator (e.g. '=') to read lines as PROMPT<sep>ANSWER"
+            )
+
+    @property
+    def uses_pauses(self) -> bool:
+        return self.pause_pretrain or self.pause_finetune > 0 or self.pause_inference > 0
 
 
 def _check_has_validation(spec: str) -> None:
@@ -96,6 +116,7 @@ class LMTask:
             config, model=dataclasses.replace(config.model, vocab_size=vocab)
         )
         self.model = Decoder(self.config.model)
+        self.pause_id = pause_token_id(self.tokenizer, data) if data.uses_pauses else None
 
     # -- data ---------------------------------------------------------------------------
 
@@ -136,16 +157,62 @@ class LMTask:
             self._tokens[split] = join_documents(self.tokenizer, self._documents(split))
         return self._tokens[split]
 
-    def _windows(self, split: str, seed: int) -> grain.MapDataset:
+    def _windows(self, split: str, seed: int, train: bool = False) -> grain.MapDataset:
+        """Batches of ``{"tokens"}`` windows; with pauses or prompt/answer lines, also
+        ``{"weights"}`` (B, context): the weight of predicting each next token."""
         data = self.config.data
         shard = pipeline.Shard.this_host()
+        if data.answer_separator:
+            rows = self._answer_rows(split)
+            return pipeline.epochs(rows, seed, shard, shuffle=train).batch(
+                data.batch_size // shard.count, drop_remainder=True
+            )
+        transform = None
+        if train and data.pause_pretrain:  # evaluation stays on plain text (comparable)
+            num = int(round(data.pause_fraction * (data.context + 1)))
+            pause_id = self.pause_id
+
+            def transform(window, rng):
+                return transforms.pause_pretrain_window(window, num, pause_id, rng)
+
         return pipeline.lm_windows(
-            self.tokens(split), data.context + 1, data.batch_size, seed, shard
+            self.tokens(split), data.context + 1, data.batch_size, seed, shard, transform
         )
+
+    def _answer_rows(self, split: str) -> list[dict[str, np.ndarray]]:
+        """The split's ``PROMPT<sep>ANSWER`` lines as padded rows (``pause_answer_row``)."""
+        data, tok = self.config.data, self.tokenizer
+        sep, rows = data.answer_separator, []
+        eos = getattr(tok, "eos_id", None)
+        eos = int(tok.encode("\n")[0]) if eos is None else eos  # char: a newline ends
+        pad = getattr(tok, "pad_id", eos)
+        lines = [ln for doc in self._documents(split) for ln in doc.splitlines() if ln.strip()]
+        for line in lines:
+            if sep not in line:
+                raise DataError(
+                    f"a {split} line of {data.dataset!r} has no data.answer_separator {sep!r}: "
+                    f"{line[:80]!r}; every line must read PROMPT{sep}ANSWER"
+                )
+            cut = line.index(sep) + len(sep)  # the separator ends the prompt
+            prompt, answer = tok.encode(line[:cut]), tok.encode(line[cut:])
+            pauses = data.pause_finetune
+            row = transforms.pause_answer_row(
+                prompt, answer, pauses, self.pause_id or 0, eos, data.context + 1, pad
+            )
+            if row is None:
+                raise DataError(
+                    f"a {split} example of {data.dataset!r} needs {len(prompt) + pauses} + "
+                    f"{len(answer) + 1} tokens, more than data.context + 1 = "
+                    f"{data.context + 1}: raise data.context (and model.max_len)"
+                )
+            rows.append(row)
+        if not rows:
+            raise DataError(f"the {split} split of {data.dataset!r} has no prompt/answer lines")
+        return rows
 
     def train_iterator(self) -> grain.DatasetIterator:
         return pipeline.iterator(
-            self._windows("train", self.config.seed),
+            self._windows("train", self.config.seed, train=True),
             self.config.data.prefetch,
             vocabulary=self.tokenizer,
             vocab_file=self._tokenizer_file,
@@ -189,6 +256,10 @@ class LMTask:
         losses = optax.softmax_cross_entropy_with_integer_labels(
             logits_BLV.reshape(-1, vocab).astype(jnp.float32), targets.reshape(-1)
         )
+        if "weights" in batch:  # pauses, prompts and padding carry no loss
+            weights = batch["weights"].reshape(-1).astype(jnp.float32)
+            total = jnp.sum(weights)
+            return jnp.sum(losses * weights) / jnp.maximum(total, 1.0), ({"weight": total}, carry)
         weight = jnp.asarray(losses.size, jnp.float32)
         return jnp.mean(losses), ({"weight": weight}, carry)
 
@@ -222,9 +293,34 @@ class LMTask:
     def generator(self, params, sampling) -> TextGenerator:
         """Samples text from ``params`` with ``sampling`` (a ``SamplingConfig``), using the
         KV-cached decoder; ids that stand for no text are never generated."""
-        tokens = Generator(self.model, params, sampling, self.tokenizer.non_text_ids())
+        pauses = [self.pause_id] * self.config.data.pause_inference  # M_inf after the prompt
+        banned = self.tokenizer.non_text_ids()  # the learned <pause> among them
+        tokens = Generator(self.model, params, sampling, banned, append_ids=pauses)
         return TextGenerator(tokens, self.tokenizer, self._tokenizer_file)
 
     def describe_data(self, split: str, num_examples: int) -> str:
         """The ``nlpjax data inspect`` report: sizes, vocabulary, decoded batches, speed."""
         return inspect.report(self, split, num_examples)
+
+
+def pause_token_id(tokenizer, data: LMDataConfig) -> int:
+    """The id that pauses use: the tokenizer's ``<pause>``, or ``data.pause_filler``'s token."""
+    if data.pause_filler:
+        try:
+            ids = tokenizer.encode(data.pause_filler)
+        except ValueError as e:
+            raise ConfigError(f"data.pause_filler={data.pause_filler!r}: {e}") from None
+        if len(ids) != 1:
+            raise ConfigError(
+                f"data.pause_filler={data.pause_filler!r} encodes to {len(ids)} tokens; "
+                "give text that is exactly one token (e.g. '.')"
+            )
+        return int(ids[0])
+    pause_id = getattr(tokenizer, "pause_id", None)
+    if pause_id is None:
+        raise ConfigError(
+            f"pause tokens need a <pause> id, and the {tokenizer.kind} tokenizer has none: "
+            "use data.tokenizer.kind=byte, word or sentencepiece, or set data.pause_filler "
+            "(an ordinary token such as '.')"
+        )
+    return int(pause_id)
