@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from nlpjax import cli
+from nlpjax.analysis import probes
 from nlpjax.api import load_config
 from nlpjax.data import transforms
 from nlpjax.errors import ConfigError
@@ -298,3 +299,44 @@ def test_a_filler_that_is_not_one_token_is_refused():
         LMTask(load_config(TINY, {"data.pause_pretrain": "True", "data.pause_filler": "ab"}))
     task = LMTask(load_config(TINY, {"data.pause_pretrain": "True", "data.pause_filler": "."}))
     assert task.pause_id == int(task.tokenizer.encode(".")[0])
+
+
+# -- probes -------------------------------------------------------------------------------
+
+
+def test_probe_mass_on_registers_and_first_position(with_prefix):
+    model, params = with_prefix
+    probe = probes.collect(model, params, _tokens())
+    assert probe.attention_LyBHQK.shape == (2, 2, 2, 3 + LENGTH, 3 + LENGTH)
+    mass = probes.attention_mass(probe)
+    assert mass["registers"].shape == (2, 2) and (mass["registers"] > 0).all()
+    weights = probe.attention_LyBHQK[1, :, 0, 3:, :]  # layer 1, head 0: B L (P+L)
+    np.testing.assert_allclose(mass["registers"][1, 0], weights[..., 1:3].sum(-1).mean(), 1e-6)
+    np.testing.assert_allclose(mass["first"][1, 0], weights[..., 0].mean(), 1e-6)  # the sink
+    np.testing.assert_allclose(mass["first_token"][1, 0], weights[..., 3].mean(), 1e-6)
+    metrics = probes.probe_metrics(probe)
+    assert metrics["attn_register_mass"] == pytest.approx(float(mass["registers"].mean()))
+    assert len([k for k in metrics if k.startswith("attn_first_mass/L")]) == 4
+
+
+def test_probe_without_a_prefix_puts_no_mass_on_registers():
+    model, params = _build()
+    mass = probes.attention_mass(probes.collect(model, params, _tokens()))
+    assert (mass["registers"] == 0).all() and (mass["first"] > 0).all()
+    np.testing.assert_array_equal(mass["first"], mass["first_token"])
+
+
+def test_outlier_fraction_counts_states_above_k_times_the_median():
+    hidden = np.zeros((1, 1, 1 + 4, 2), np.float32)  # one register, four tokens
+    hidden[0, 0, :, 0] = [50.0, 1.0, 1.0, 1.0, 10.0]  # token norms 1, 1, 1, 10: median 1
+    probe = probes.Probe(np.zeros((1, 1, 1, 5, 5)), hidden, num_prefix=1, num_registers=1)
+    out = probes.outlier_fraction(probe, factor=3.0)
+    assert out["tokens"].tolist() == [0.25] and out["registers"].tolist() == [50.0]
+    assert probes.outlier_fraction(probe, factor=20.0)["tokens"].tolist() == [0.0]
+
+
+def test_probe_plots_are_png_files(with_prefix, tmp_path):
+    model, params = with_prefix
+    paths = probes.plot_probe(probes.collect(model, params, _tokens()), tmp_path / "p" / "s10")
+    assert [p.name for p in paths] == ["s10_attention.png", "s10_norms.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
