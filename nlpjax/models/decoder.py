@@ -318,7 +318,7 @@ class Decoder(nn.Module):
         parts = []
         for name, count in (
             ("sink_embedding", int(cfg.sink_token)),
-            ("registers", cfg.num_registers),
+            ("register_embedding", cfg.num_registers),
         ):
             if count:
                 table = param_with_axes(
