@@ -14,10 +14,10 @@ from nlpjax import cli
 from nlpjax.analysis import probes
 from nlpjax.api import load_config, restore_run, train
 from nlpjax.data import transforms
-from nlpjax.errors import ConfigError
+from nlpjax.errors import ConfigError, DataError
 from nlpjax.inference.decode import Generator, SamplingConfig, generate_uncached
 from nlpjax.inference.kv_cache import broadcast_cache, prefix_cache
-from nlpjax.models.decoder import Decoder, DecoderConfig
+from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
 from nlpjax.tasks.lm import LMTask
 from nlpjax.training.metrics import read_metrics
 from tests.conftest import TINY
@@ -383,3 +383,56 @@ def test_resume_with_registers_sink_and_pauses_is_exact(tmp_path):
     assert any(leaf.shape == (2, 32) for leaf in params[0])  # the registers were trained
     for a, b in zip(*params, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_flops_per_token_count_the_prefix_positions():
+    plain = dataclasses.replace(SMALL)
+    with_registers = dataclasses.replace(SMALL, num_registers=4)
+    extra = flops_per_token(with_registers, 8) - flops_per_token(plain, 8)
+    per_layer = 4 * 16 * 16 + 2 * 16 * 64
+    assert extra == pytest.approx(6 * 2 * per_layer * 4 / 8 + 12 * 2 * 4 * 16)
+
+
+def _answer_files(tmp_path, train_lines, valid_lines=("5+5=10",)):
+    (tmp_path / "train.txt").write_text("\n".join(train_lines) + "\n")
+    (tmp_path / "valid.txt").write_text("\n".join(valid_lines) + "\n")
+    return f"files:{tmp_path / 'train.txt'};validation={tmp_path / 'valid.txt'}"
+
+
+def test_prompt_answer_lines_get_pauses_after_the_prompt_and_loss_on_the_answer(tmp_path):
+    lines = ["12+34=46", "7+8=15", "50+50=100", "1+2=3"]
+    spec = _answer_files(tmp_path, lines)
+    overrides = {"data.tokenizer.kind": "byte", "data.dataset": spec}
+    overrides |= {"data.answer_separator": "=", "data.pause_finetune": "3"}
+    task = LMTask(load_config(TINY, overrides))
+    batch = next(task.train_iterator())
+    assert batch["tokens"].shape == (4, 17) and batch["weights"].shape == (4, 16)
+    texts = sorted(task.tokenizer.decode(row) for row in batch["tokens"])
+    expected = [line.replace("=", "=<pause><pause><pause>") + "</s>" for line in lines]
+    assert texts == sorted(expected)
+    for row, weights in zip(batch["tokens"], batch["weights"], strict=True):
+        answer_start = int(np.flatnonzero(row == task.pause_id)[-1]) + 1
+        answer_end = int(np.flatnonzero(row == task.tokenizer.eos_id)[0])
+        expected_weights = np.zeros(16)
+        expected_weights[answer_start - 1 : answer_end] = 1  # predicting answer and EOS
+        np.testing.assert_array_equal(weights, expected_weights)
+    too_long = _answer_files(tmp_path, ["123456789=12345678"])
+    task = LMTask(load_config(TINY, {**overrides, "data.dataset": too_long}))
+    with pytest.raises(DataError, match=r"needs 13 \+ 9 tokens, more than data.context \+ 1"):
+        task.train_iterator()
+
+
+def test_a_line_without_the_separator_is_refused_by_the_cli(tmp_path, capsys):
+    spec = _answer_files(tmp_path, ["1+1=2", "no separator here"])
+    workdir = tmp_path / "run"
+    args = [
+        "train",
+        f"--config={TINY}",
+        f"--workdir={workdir}",
+        "--config.data.tokenizer.kind=byte",
+    ]
+    args += [f"--config.data.dataset={spec}", "--config.data.answer_separator=="]
+    code = cli.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert "no data.answer_separator '='" in err[0] and "'no separator here'" in err[0]

@@ -343,9 +343,14 @@ def flops_per_token(cfg: DecoderConfig, context: int) -> float:
     """Training FLOPs per token (forward + backward = 3x forward), matmuls only.
 
     6 * (non-embedding matmul params + output projection) + attention scores and
-    values: 12 * num_layers * context * d_model (PaLM, appendix B).
+    values: 12 * num_layers * context * d_model (PaLM, appendix B). Registers and the
+    sink (P per sequence) run through the blocks but not the output projection, and
+    lengthen every attention by P: the cost per real token grows by those P positions.
     """
     d, f, layers = cfg.d_model, cfg.ff_dim, cfg.num_layers
     per_layer = 4 * d * d + 2 * d * f  # qkv + out, mlp in + out
-    matmul_params = layers * per_layer + d * cfg.vocab_size
-    return 6.0 * matmul_params + 12.0 * layers * context * d
+    if cfg.num_prefix == 0:
+        matmul_params = layers * per_layer + d * cfg.vocab_size
+        return 6.0 * matmul_params + 12.0 * layers * context * d
+    blocks = layers * per_layer * (context + cfg.num_prefix) / context
+    return 6.0 * (blocks + d * cfg.vocab_size) + 12.0 * layers * (context + cfg.num_prefix) * d
