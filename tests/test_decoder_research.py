@@ -265,8 +265,13 @@ def test_evaluation_windows_stay_plain_text(pause_task):
 
 def test_the_task_generator_appends_pauses_and_bans_the_pause_id(pause_task):
     params = {}  # the generator is only built here, never run
-    tokens = pause_task.generator(params, SamplingConfig(temperature=0.0)).token_generator
+    greedy = SamplingConfig(temperature=0.0)
+    tokens = pause_task.generator(params, greedy).token_generator
     assert tokens.append_ids.tolist() == [pause_task.pause_id] * 2
+    assert pause_task.pause_id in tokens.banned_ids
+    for m_inf in (0, 5):  # another M_inf than the config's, e.g. M_inf != M_ft
+        tokens = pause_task.generator(params, greedy, pauses=m_inf).token_generator
+        assert tokens.append_ids.tolist() == [pause_task.pause_id] * m_inf
 
 
 def _pause_loving_model():

@@ -106,6 +106,7 @@ class Generator:
     ):
         self.model, self.params, self.sampling = model, params, sampling
         self.append_ids = np.asarray(append_ids, np.int32).reshape(-1)
+        self.banned_ids = tuple(int(i) for i in banned_ids)
         self.max_len = model.config.max_len
         mask = banned_mask(model.config.vocab_size, banned_ids)
         banned_V = None if mask is None else jnp.asarray(mask)

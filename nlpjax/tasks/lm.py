@@ -290,10 +290,20 @@ class LMTask:
 
     # -- faces: generation and data inspection ---------------------------------------------
 
-    def generator(self, params, sampling) -> TextGenerator:
+    def generator(self, params, sampling, pauses: int | None = None) -> TextGenerator:
         """Samples text from ``params`` with ``sampling`` (a ``SamplingConfig``), using the
-        KV-cached decoder; ids that stand for no text are never generated."""
-        pauses = [self.pause_id] * self.config.data.pause_inference  # M_inf after the prompt
+        KV-cached decoder; ids that stand for no text are never generated.
+
+        ``pauses``: M_inf, the pauses appended to every prompt (default
+        ``data.pause_inference``); sampling starts after the last one.
+        """
+        count = self.config.data.pause_inference if pauses is None else pauses
+        if count < 0:
+            raise ValueError(f"pauses must be >= 0, got {count}")
+        pause_id = self.pause_id
+        if count and pause_id is None:
+            pause_id = pause_token_id(self.tokenizer, self.config.data)
+        pauses = [pause_id] * count  # M_inf after the prompt
         banned = self.tokenizer.non_text_ids()  # the learned <pause> among them
         tokens = Generator(self.model, params, sampling, banned, append_ids=pauses)
         return TextGenerator(tokens, self.tokenizer, self._tokenizer_file)
