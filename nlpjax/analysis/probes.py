@@ -142,9 +142,8 @@ def plot_probe(probe: Probe, output: epath.PathLike, example: int = 0) -> list[e
     fig, axes = plt.subplots(1, layers, figsize=(3 * layers, 2.8), dpi=100, squeeze=False)
     for layer, ax in enumerate(axes[0]):
         ax.hist(norms[layer, :, P:].ravel(), bins=40, color="C0", label="tokens")
-        if P:
-            for value in norms[layer, :, :P].mean(0):
-                ax.axvline(value, color="C3", lw=1)
+        for i, value in enumerate(norms[layer, :, :P].mean(0)):
+            ax.axvline(value, color="C3", lw=1, label="sink/registers" if i == 0 else None)
         ax.set_title(f"layer {layer}: |h|")
     axes[0][0].legend(loc="upper right", fontsize=7)
     paths.append(_save(fig, epath.Path(f"{output}_norms.png"), plt))
