@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import re
 import shutil
 
 import flax.linen as nn
@@ -18,7 +19,7 @@ from nlpjax.errors import ConfigError, DataError
 from nlpjax.inference.decode import Generator, SamplingConfig, generate_uncached
 from nlpjax.inference.kv_cache import broadcast_cache, prefix_cache
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
-from nlpjax.tasks.lm import LMTask
+from nlpjax.tasks.lm import LMTask, answer_matches
 from nlpjax.training.metrics import read_metrics
 from tests.conftest import TINY
 
@@ -310,6 +311,20 @@ def test_pauses_with_a_char_tokenizer_are_refused_with_a_clear_error(tmp_path, c
     assert (workdir / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"data.pause_finetune": "2"}, "set data.answer_separator"),
+        ({"data.pause_pretrain": "True", "data.answer_separator": "="}, "unset one of the two"),
+        ({"data.pause_fraction": "0"}, "data.pause_fraction must be in (0, 1]"),
+        ({"data.pause_inference": "-1"}, "must be >= 0"),
+    ],
+)
+def test_inconsistent_pause_settings_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(TINY, overrides)
+
+
 def test_a_filler_that_is_not_one_token_is_refused():
     with pytest.raises(ConfigError, match="data.pause_filler='ab' encodes to 2 tokens"):
         LMTask(load_config(TINY, {"data.pause_pretrain": "True", "data.pause_filler": "ab"}))
@@ -441,3 +456,27 @@ def test_a_line_without_the_separator_is_refused_by_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
     assert "no data.answer_separator '='" in err[0] and "'no separator here'" in err[0]
+
+
+def test_answer_matches_needs_the_answer_then_eos():
+    answer = np.asarray([5, 6])
+    assert answer_matches(np.asarray([5, 6, 1, 9]), answer, eos_id=1)  # after EOS: ignored
+    assert not answer_matches(np.asarray([5, 6, 7]), answer, eos_id=1)  # no EOS: too long
+    assert not answer_matches(np.asarray([5, 1, 1]), answer, eos_id=1)  # too short
+    assert not answer_matches(np.asarray([5, 6]), answer, eos_id=1)  # cut before the EOS
+    assert answer_matches(np.asarray([1, 4]), np.asarray([], np.int32), eos_id=1)
+
+
+def test_exact_match_generates_after_the_pauses_and_scores_up_to_eos(tmp_path):
+    """A model that always says EOS gets exactly the examples with an empty answer right."""
+    spec = _answer_files(tmp_path, ["1+1=2"], valid_lines=["1+1=", "2+2=4", "3+3=", "4+4=8"])
+    overrides = {"data.tokenizer.kind": "byte", "data.dataset": spec}
+    overrides |= {"data.answer_separator": "=", "data.pause_inference": "2"}
+    task = LMTask(load_config(TINY, overrides))
+    params = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0))["params"])
+    eos = task.tokenizer.eos_id
+    emb = params["embedding"].at[eos].mul(10.0)
+    norm = {"scale": jnp.zeros(32), "bias": emb[eos]}  # every position predicts EOS
+    params = {**params, "embedding": emb, "final_norm": norm}
+    assert task.exact_match(params) == {"exact_match": 0.5, "examples": 4.0}
+    assert task.exact_match(params, limit=1, pauses=0) == {"exact_match": 1.0, "examples": 1.0}

@@ -27,7 +27,7 @@ from nlpjax.data.tokenizers import (
     save_tokenizer,
 )
 from nlpjax.errors import ConfigError, DataError
-from nlpjax.inference.decode import Generator
+from nlpjax.inference.decode import Generator, SamplingConfig
 from nlpjax.inference.text_generator import TextGenerator
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
 from nlpjax.precision import resolve_dtype
@@ -65,6 +65,12 @@ class LMDataConfig:
             raise ConfigError(f"data.pause_fraction must be in (0, 1], got {self.pause_fraction}")
         if self.pause_finetune < 0 or self.pause_inference < 0:
             raise ConfigError("data.pause_finetune and data.pause_inference must be >= 0")
+        if self.pause_pretrain and self.answer_separator:
+            raise ConfigError(
+                "data.pause_pretrain inserts pauses into text windows, and "
+                "data.answer_separator makes prompt/answer rows: use data.pause_finetune "
+                "for pauses after the prompts, or unset one of the two"
+            )
         if self.pause_finetune and not self.answer_separator:
             raise ConfigError(
                 "data.pause_finetune puts pauses after prompts, and the data has none: set "
@@ -101,6 +107,7 @@ class LMTask:
             )
         _check_has_validation(data.dataset)
         self._tokens: dict[str, np.ndarray] = {}
+        self._examples: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._prepared = False
         self.config = config
         saved = epath.Path(workdir) / TOKENIZER_FILE if workdir else None
@@ -179,13 +186,13 @@ class LMTask:
             self.tokens(split), data.context + 1, data.batch_size, seed, shard, transform
         )
 
-    def _answer_rows(self, split: str) -> list[dict[str, np.ndarray]]:
-        """The split's ``PROMPT<sep>ANSWER`` lines as padded rows (``pause_answer_row``)."""
+    def answer_examples(self, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The split's ``PROMPT<sep>ANSWER`` lines as (prompt ids, answer ids); the
+        separator ends the prompt. A line without the separator is a ``DataError``."""
+        if split in self._examples:
+            return self._examples[split]
         data, tok = self.config.data, self.tokenizer
-        sep, rows = data.answer_separator, []
-        eos = getattr(tok, "eos_id", None)
-        eos = int(tok.encode("\n")[0]) if eos is None else eos  # char: a newline ends
-        pad = getattr(tok, "pad_id", eos)
+        sep, examples = data.answer_separator, []
         lines = [ln for doc in self._documents(split) for ln in doc.splitlines() if ln.strip()]
         for line in lines:
             if sep not in line:
@@ -193,11 +200,35 @@ class LMTask:
                     f"a {split} line of {data.dataset!r} has no data.answer_separator {sep!r}: "
                     f"{line[:80]!r}; every line must read PROMPT{sep}ANSWER"
                 )
-            cut = line.index(sep) + len(sep)  # the separator ends the prompt
-            prompt, answer = tok.encode(line[:cut]), tok.encode(line[cut:])
-            pauses = data.pause_finetune
+            cut = line.index(sep) + len(sep)
+            examples.append((tok.encode(line[:cut]), tok.encode(line[cut:])))
+        if not examples:
+            raise DataError(f"the {split} split of {data.dataset!r} has no prompt/answer lines")
+        self._examples[split] = examples
+        return examples
+
+    def _end_id(self) -> int:
+        """The id that ends an answer: EOS, or for ``char`` (no special ids) a newline."""
+        eos = getattr(self.tokenizer, "eos_id", None)
+        if eos is not None:
+            return int(eos)
+        try:
+            return int(self.tokenizer.encode("\n")[0])
+        except ValueError:
+            raise DataError(
+                "prompt/answer lines end with a newline, and this char vocabulary has none "
+                f"({self._tokenizer_file}): use data.tokenizer.kind=byte"
+            ) from None
+
+    def _answer_rows(self, split: str) -> list[dict[str, np.ndarray]]:
+        """The split's examples as padded rows with M_ft pauses (``pause_answer_row``)."""
+        data, eos = self.config.data, self._end_id()
+        pad, pauses = getattr(self.tokenizer, "pad_id", eos), data.pause_finetune
+        pause_id = 0 if self.pause_id is None else self.pause_id
+        rows = []
+        for prompt, answer in self.answer_examples(split):
             row = transforms.pause_answer_row(
-                prompt, answer, pauses, self.pause_id or 0, eos, data.context + 1, pad
+                prompt, answer, pauses, pause_id, eos, data.context + 1, pad
             )
             if row is None:
                 raise DataError(
@@ -206,9 +237,34 @@ class LMTask:
                     f"{data.context + 1}: raise data.context (and model.max_len)"
                 )
             rows.append(row)
-        if not rows:
-            raise DataError(f"the {split} split of {data.dataset!r} has no prompt/answer lines")
         return rows
+
+    def exact_match(
+        self, params, split: str = "validation", pauses: int | None = None, limit: int = 0
+    ) -> dict[str, float]:
+        """Greedy answers to the split's prompts, each followed by M_inf pauses (``pauses``,
+        default ``data.pause_inference``), against the references.
+
+        An answer is right when the tokens generated after the last pause, up to the
+        first EOS (a newline for ``char``), are exactly the reference. Returns
+        ``{"exact_match": fraction right, "examples": count}``; ``limit`` > 0 scores only
+        the first ``limit`` examples.
+        """
+        examples = self.answer_examples(split)[: limit or None]
+        tokens = self.generator(params, SamplingConfig(temperature=0.0), pauses).token_generator
+        eos, right = self._end_id(), 0
+        by_length: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for prompt, answer in examples:  # the generator takes equal-length prompts
+            by_length.setdefault(len(prompt), []).append((prompt, answer))
+        size = self.config.data.batch_size
+        for group in by_length.values():
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
+                longest = max(len(answer) for _, answer in chunk)
+                out = tokens.generate(np.stack([p for p, _ in chunk]), longest + 1)
+                for row, (_, answer) in zip(out, chunk, strict=True):
+                    right += answer_matches(row, answer, eos)
+        return {"exact_match": right / len(examples), "examples": float(len(examples))}
 
     def train_iterator(self) -> grain.DatasetIterator:
         return pipeline.iterator(
@@ -334,3 +390,11 @@ def pause_token_id(tokenizer, data: LMDataConfig) -> int:
             "(an ordinary token such as '.')"
         )
     return int(pause_id)
+
+
+def answer_matches(generated: np.ndarray, answer: np.ndarray, eos_id: int) -> bool:
+    """Whether ``generated`` is ``answer`` then EOS (anything after the EOS is ignored).
+    Without an EOS among the first ``len(answer) + 1`` tokens, the answer is wrong."""
+    generated, answer = np.asarray(generated), np.asarray(answer)
+    n = len(answer)
+    return len(generated) > n and bool((generated[:n] == answer).all()) and generated[n] == eos_id
