@@ -109,12 +109,9 @@ def test_prefix_states_do_not_depend_on_the_input(with_prefix):
         assert not np.array_equal(ha[:, 3:], hb[:, 3:])
 
 
-@pytest.mark.parametrize("positions", ["learned", "rope"])
-def test_causality_holds_for_real_tokens_with_registers_and_sink(positions):
+def test_causality_holds_for_real_tokens_with_registers_and_sink():
     """Output t's gradient w.r.t. input j is zero for j > t and nonzero for j <= t."""
-    model, params = _build(
-        num_registers=2, sink_token=True, positions=positions, tie_embeddings=False
-    )
+    model, params = _build(num_registers=2, sink_token=True, tie_embeddings=False)
     tokens = jnp.arange(LENGTH)[None] % VOCAB
 
     def outputs(emb):
@@ -143,9 +140,8 @@ def test_packed_segments_still_see_the_registers_but_not_each_other(with_prefix)
 # -- KV cache: the prefix is computed once and reused --------------------------------------
 
 
-@pytest.mark.parametrize("positions", ["learned", "rope"])
-def test_cached_decoding_with_prefix_equals_full_recomputation(positions):
-    model, params = _build(num_registers=2, sink_token=True, positions=positions)
+def test_cached_decoding_with_prefix_equals_full_recomputation(with_prefix):
+    model, params = with_prefix  # RoPE: the prefix's positions -3..-1 enter the scores
     tokens = _tokens()
     full = np.asarray(_apply(model, {"params": params}, tokens))
     cache = broadcast_cache(jax.jit(lambda p: prefix_cache(model, p))(params), 2)
@@ -169,8 +165,8 @@ def test_prefix_cache_holds_the_registers_keys_and_a_fresh_cache_does_not(with_p
     assert (np.abs(keys[:, :, :3]).sum(-1) > 0).all() and (keys[:, :, 3:] == 0).all()
 
 
-def test_generator_with_prefix_matches_uncached_generation(with_prefix):
-    model, params = with_prefix
+def test_generator_with_prefix_matches_uncached_generation():
+    model, params = _build(num_registers=2, sink_token=True)  # learned positions
     prompt = np.asarray(_tokens()[:, :3])
     greedy = SamplingConfig(temperature=0.0)
     cached = Generator(model, params, greedy).generate(prompt, LENGTH - 3)
@@ -366,6 +362,7 @@ def test_outlier_fraction_counts_states_above_k_times_the_median():
     assert probes.outlier_fraction(probe, factor=20.0)["tokens"].tolist() == [0.0]
 
 
+@pytest.mark.slow  # generation (or matplotlib) costs seconds on a busy 2-core CPU
 def test_probe_plots_are_png_files(with_prefix, tmp_path):
     model, params = with_prefix
     paths = probes.plot_probe(probes.collect(model, params, _tokens()), tmp_path / "p" / "s10")
@@ -467,6 +464,7 @@ def test_answer_matches_needs_the_answer_then_eos():
     assert answer_matches(np.asarray([1, 4]), np.asarray([], np.int32), eos_id=1)
 
 
+@pytest.mark.slow  # generation (or matplotlib) costs seconds on a busy 2-core CPU
 def test_exact_match_generates_after_the_pauses_and_scores_up_to_eos(tmp_path):
     """A model that always says EOS gets exactly the examples with an empty answer right."""
     spec = _answer_files(tmp_path, ["1+1=2"], valid_lines=["1+1=", "2+2=4", "3+3=", "4+4=8"])
