@@ -433,6 +433,9 @@ def test_prompt_answer_lines_get_pauses_after_the_prompt_and_loss_on_the_answer(
         expected_weights = np.zeros(16)
         expected_weights[answer_start - 1 : answer_end] = 1  # predicting answer and EOS
         np.testing.assert_array_equal(weights, expected_weights)
+    batches = task.eval_batches()  # validation: "5+5=10", repeated
+    rows = batches["tokens"].shape[0] * batches["tokens"].shape[1]
+    assert task.text_units(batches) == {"characters": 3 * rows, "bytes": 3 * rows}  # "10\n"
     too_long = _answer_files(tmp_path, ["123456789=12345678"])
     task = LMTask(load_config(TINY, {**overrides, "data.dataset": too_long}))
     with pytest.raises(DataError, match=r"needs 13 \+ 9 tokens, more than data.context \+ 1"):

@@ -11,7 +11,11 @@ import jax.numpy as jnp
 
 
 def init_cache(model, batch_size: int):
-    """A zeroed ``cache`` collection for ``model`` (shapes from its config's max_len)."""
+    """A zeroed ``cache`` collection for ``model`` (shapes from its config's max_len).
+
+    A model with registers or a sink needs their keys and values in it before the first
+    token: start from ``broadcast_cache(prefix_cache(model, params), batch_size)``.
+    """
 
     def shapes():
         tokens = jnp.zeros((batch_size, 1), jnp.int32)

@@ -3,7 +3,9 @@
 Radford et al., 2019 (GPT-2), https://openai.com/research/better-language-models.
 Token embedding, selectable positions (learned, sinusoidal, RoPE), pre-norm blocks of
 causal multi-head attention and a GELU MLP, final norm, optionally tied output
-embedding. ``decode=True`` runs against a KV cache for fast generation.
+embedding. ``decode=True`` runs against a KV cache for fast generation. Optional
+learned prefix vectors: registers (Darcet et al., 2023, https://arxiv.org/abs/2309.16588)
+and an attention-sink token (Xiao et al., 2023, https://arxiv.org/abs/2309.17453).
 
 Precision (``model.dtype``/``model.param_dtype``, see ``nlpjax.precision``):
 parameters are stored in ``param_dtype`` and cast to the compute dtype at use; the

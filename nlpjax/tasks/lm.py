@@ -287,11 +287,28 @@ class LMTask:
         (SentencePiece's leading space) count as they appear in the running text.
         """
         tokens = np.asarray(batches["tokens"])
+        if self.config.data.answer_separator:  # only the answers carry loss
+            return self._answer_units(tokens, np.asarray(batches["weights"]))
         characters = utf8_bytes = 0
         for window in tokens.reshape(-1, tokens.shape[-1]):
             text = self.tokenizer.decode(window)[len(self.tokenizer.decode(window[:1])) :]
             characters += len(text)
             utf8_bytes += len(text.encode("utf-8"))
+        return {"characters": characters, "bytes": utf8_bytes}
+
+    def _answer_units(self, tokens: np.ndarray, weights: np.ndarray) -> dict[str, int]:
+        """Prompt/answer rows: the answers' characters and bytes, plus one for each EOS
+        (it ends the answer as a newline ends a line)."""
+        characters = utf8_bytes = 0
+        tokens, weights = (
+            tokens.reshape(-1, tokens.shape[-1]),
+            weights.reshape(-1, weights.shape[-1]),
+        )
+        for row, row_weights in zip(tokens, weights, strict=True):
+            answer = row[1:][row_weights > 0][:-1]  # the weighted targets less their EOS
+            text = self.tokenizer.decode(answer)
+            characters += len(text) + 1
+            utf8_bytes += len(text.encode("utf-8")) + 1
         return {"characters": characters, "bytes": utf8_bytes}
 
     # -- model and loss -----------------------------------------------------------------
