@@ -14,7 +14,7 @@ import pytest
 from nlpjax import cli
 from nlpjax.analysis import probes
 from nlpjax.api import load_config, restore_run, train
-from nlpjax.data import transforms
+from nlpjax.data import pipeline, transforms
 from nlpjax.errors import ConfigError, DataError
 from nlpjax.inference.decode import Generator, SamplingConfig, generate_uncached
 from nlpjax.inference.kv_cache import broadcast_cache, prefix_cache
@@ -481,3 +481,21 @@ def test_exact_match_generates_after_the_pauses_and_scores_up_to_eos(tmp_path):
     params = {**params, "embedding": emb, "final_norm": norm}
     assert task.exact_match(params) == {"exact_match": 0.5, "examples": 4.0}
     assert task.exact_match(params, limit=1, pauses=0) == {"exact_match": 1.0, "examples": 1.0}
+
+
+def test_pause_windows_are_the_same_on_one_host_and_split_over_two():
+    tokens = np.arange(1, 300, dtype=np.int32)
+
+    def transform(window, rng):
+        return transforms.pause_pretrain_window(window, 3, PAUSE, rng)
+
+    whole = pipeline.lm_windows(tokens, 17, 4, 5, transform=transform)[2]
+    halves = [
+        pipeline.lm_windows(tokens, 17, 4, 5, pipeline.Shard(i, 2), transform)[2] for i in (0, 1)
+    ]
+    for key in ("tokens", "weights"):
+        np.testing.assert_array_equal(whole[key][0::2], halves[0][key])
+        np.testing.assert_array_equal(whole[key][1::2], halves[1][key])
+    assert (whole["tokens"] == PAUSE).any()
+    again = pipeline.lm_windows(tokens, 17, 4, 5, transform=transform)[2]
+    np.testing.assert_array_equal(again["tokens"], whole["tokens"])  # a function of (seed, i)
