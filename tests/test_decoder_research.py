@@ -346,6 +346,14 @@ def test_probe_mass_on_registers_and_first_position(with_prefix):
     assert len([k for k in metrics if k.startswith("attn_first_mass/L")]) == 4
 
 
+def test_the_lm_task_probes_its_first_validation_batch(pause_task):
+    params = nn.meta.unbox(jax.jit(pause_task.init)(jax.random.PRNGKey(0))["params"])
+    probe = pause_task.probe(params)
+    batch = pause_task.eval_batches()["tokens"][0]
+    assert probe.hidden_LyBQD.shape == (2, *batch[:, :-1].shape, 32)
+    assert (probe.attention_LyBHQK[:, :, :, 0, 0] == 1).all()  # token 0 sees only itself
+
+
 def test_probe_without_a_prefix_puts_no_mass_on_registers():
     model, params = _build()
     mass = probes.attention_mass(probes.collect(model, params, _tokens()))

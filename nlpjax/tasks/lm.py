@@ -16,6 +16,7 @@ import optax
 from etils import epath
 from jax.experimental import multihost_utils
 
+from nlpjax.analysis import probes
 from nlpjax.config import Config
 from nlpjax.data import inspect, pipeline, transforms
 from nlpjax.data.sources import load_documents, parse_dataset
@@ -339,6 +340,12 @@ class LMTask:
     def eval_summary(self, metrics: dict) -> dict:
         loss = float(metrics["loss"])
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+    def probe(self, params, split: str = "validation") -> probes.Probe:
+        """Attention weights and hidden states on the split's first evaluation batch
+        (``nlpjax.analysis.probes``: sink and register mass, outlier tokens, plots)."""
+        tokens = np.asarray(self.eval_batches(split)["tokens"])[0, :, :-1]
+        return probes.collect(self.model, params, tokens)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
