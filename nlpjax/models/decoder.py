@@ -224,25 +224,7 @@ class Decoder(nn.Module):
         if fill_prefix and not (decode and P and L == 0):
             raise ValueError("fill_prefix needs decode=True, registers or a sink, and 0 tokens")
 
-        if decode:  # positions continue from the cache's write index (tokens only)
-            index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
-            start = index.value
-            positions_BL = jnp.broadcast_to(start + jnp.arange(L), (B, L))
-            key_positions = jnp.broadcast_to(jnp.arange(P + cfg.max_len) - P, (B, P + cfg.max_len))
-            query_positions = _prefix_positions(B, P, positions_BL) if fill_prefix else positions_BL
-            mask, causal = position_causal_mask(query_positions, key_positions), False
-            slot = jnp.zeros((), jnp.int32) if fill_prefix else start + P
-            index.value = start + L
-        else:
-            slot = None
-            positions_BL = jnp.broadcast_to(jnp.arange(L), (B, L))
-            mask, causal = None, True  # the attention applies the causal mask itself
-        if segments_BL is not None:
-            if decode:
-                raise ValueError("segments_BL is not supported with decode=True")
-            mask = (
-                prefix_segment_mask(segments_BL, P) if P else segment_mask(segments_BL, segments_BL)
-            )
+        positions_BL, mask, causal, slot = self._layout(B, L, segments_BL, decode, fill_prefix)
 
         embedding = param_with_axes(
             self,
@@ -288,6 +270,33 @@ class Decoder(nn.Module):
         logits_BLV = logits.reshape(B, L, cfg.vocab_size)
         chex.assert_shape(logits_BLV, (B, L, cfg.vocab_size))
         return logits_BLV
+
+    def _layout(self, B, L, segments_BL, decode, fill_prefix):
+        """(token positions, extra mask, causal flag, cache slot) of this call.
+
+        Decoding: positions continue from the cache's ``index`` (which counts tokens
+        only), the keys are the P prefix slots (positions -P..-1) and max_len token
+        slots, and this call writes at slot P + index (slot 0 when filling the prefix).
+        """
+        cfg, P = self.config, self.config.num_prefix
+        if decode:
+            if segments_BL is not None:
+                raise ValueError("segments_BL is not supported with decode=True")
+            index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+            start = index.value
+            positions_BL = jnp.broadcast_to(start + jnp.arange(L), (B, L))
+            keys = jnp.broadcast_to(jnp.arange(P + cfg.max_len) - P, (B, P + cfg.max_len))
+            queries = _prefix_positions(B, P, positions_BL) if fill_prefix else positions_BL
+            index.value = start + L
+            slot = jnp.zeros((), jnp.int32) if fill_prefix else start + P
+            return positions_BL, position_causal_mask(queries, keys), False, slot
+        positions_BL = jnp.broadcast_to(jnp.arange(L), (B, L))
+        mask = None  # the attention applies the causal mask itself
+        if segments_BL is not None:
+            mask = (
+                prefix_segment_mask(segments_BL, P) if P else segment_mask(segments_BL, segments_BL)
+            )
+        return positions_BL, mask, True, None
 
     def _embed_tokens(self, embedding, tokens_BL, positions_BL) -> Float[Array, "B L D"]:
         """Token embeddings plus learned or sinusoidal positions, in the residual dtype."""
