@@ -137,6 +137,16 @@ def test_packed_segments_still_see_the_registers_but_not_each_other(with_prefix)
     assert (weights[:, 3:, :3].sum(-1) > 0).all(), "a packed token ignores the registers"
 
 
+def test_the_fused_attention_path_computes_the_same_prefix_model(with_prefix):
+    model, params = with_prefix
+    fused = Decoder(dataclasses.replace(model.config, attention="xla"))
+    tokens, segments = _tokens(), jnp.asarray([[1, 1, 1, 2, 2, 2, 2, 2]] * 2)
+    for kwargs in ({}, {"segments_BL": segments}):
+        want = jax.jit(lambda p, kw=kwargs: model.apply({"params": p}, tokens, **kw))(params)
+        got = jax.jit(lambda p, kw=kwargs: fused.apply({"params": p}, tokens, **kw))(params)
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
 # -- KV cache: the prefix is computed once and reused --------------------------------------
 
 
