@@ -33,6 +33,8 @@ def base() -> ml_collections.ConfigDict:
         param_dtype="float32",
         attention="auto",  # cuDNN flash attention on GPU where supported
         remat="none",
+        num_registers=0,  # learned register vectors in front of every sequence
+        sink_token=False,  # one learned sink vector at position 0
     )
     c.data = dict(
         dataset="tiny_shakespeare",
@@ -52,6 +54,12 @@ def base() -> ml_collections.ConfigDict:
         batch_size=12,
         tfds_data_dir="",
         prefetch=4,
+        pause_pretrain=False,  # pause tokens need a <pause> id: tokenizer byte/word/sp
+        pause_fraction=0.1,
+        pause_filler="",  # filler control: e.g. "." instead of the learned <pause>
+        answer_separator="",  # "=": lines PROMPT=ANSWER, loss on the answer only
+        pause_finetune=0,  # M_ft pauses after each prompt
+        pause_inference=0,  # M_inf pauses after each prompt when generating
     )
     c.optim = dict(
         name="adamw",

@@ -24,14 +24,21 @@ _NUM_ELEMENTS = 2**40
 
 
 def lm_windows(
-    tokens: np.ndarray, length: int, batch_size: int, seed: int, shard: "Shard | None" = None
+    tokens: np.ndarray,
+    length: int,
+    batch_size: int,
+    seed: int,
+    shard: "Shard | None" = None,
+    transform: Callable[[np.ndarray, np.random.Generator], dict] | None = None,
 ) -> grain.MapDataset:
     """Random windows of ``length`` tokens (inputs + shifted targets = context + 1).
 
     Returns a MapDataset whose i-th element is {"tokens": int32 (batch_size / hosts,
     length)}: global batch i is windows ``i * batch_size ... (i + 1) * batch_size - 1``,
     and with ``shard`` each host takes every ``shard.count``-th of them, so hosts see
-    disjoint windows whose union is exactly the single-host batch.
+    disjoint windows whose union is exactly the single-host batch. ``transform(window,
+    rng)`` (e.g. pause insertion) turns each window into a dict of arrays, drawing from
+    the window's own generator, so it too is a pure function of (seed, window index).
     """
     if len(tokens) <= length:
         raise ValueError(f"token stream of {len(tokens)} is too short for windows of {length}")
@@ -42,11 +49,14 @@ def lm_windows(
 
     def window(_, rng: np.random.Generator):
         start = int(rng.integers(0, max_start + 1))
+        if transform is not None:
+            return transform(tokens[start : start + length], rng)
         return tokens[start : start + length]
 
     ds = grain.MapDataset.range(_NUM_ELEMENTS).random_map(window, seed=seed)
     ds = ds[shard.index :: shard.count]
-    return ds.batch(batch_size // shard.count, drop_remainder=True).map(lambda x: {"tokens": x})
+    ds = ds.batch(batch_size // shard.count, drop_remainder=True)
+    return ds if transform is not None else ds.map(lambda x: {"tokens": x})
 
 
 def lm_streams(

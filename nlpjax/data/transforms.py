@@ -163,6 +163,48 @@ def pause_finetune_example(
     return tokens, weights
 
 
+def pause_pretrain_window(
+    window: Int[np.ndarray, " L"], num_pauses: int, pause_id: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """A training window with pauses: ``{"tokens": (L,), "weights": (L - 1,)}``.
+
+    ``num_pauses`` pauses go in at uniformly random places and the result is trimmed back
+    to L (``insert_pauses``); ``weights[i]`` weights predicting ``tokens[i + 1]`` and is 0
+    exactly where that token is an inserted pause. The inserted positions are tracked
+    themselves, so ``pause_id`` may be an ordinary token (the filler control, e.g. '.'):
+    its genuine occurrences keep their loss.
+    """
+    marked, _ = insert_pauses(window, num_pauses, -1, rng)
+    inserted = marked < 0
+    tokens = np.where(inserted, pause_id, marked).astype(window.dtype)
+    return {"tokens": tokens, "weights": (~inserted[1:]).astype(np.float32)}
+
+
+def pause_answer_row(
+    prompt: Int[np.ndarray, " P"],
+    answer: Int[np.ndarray, " A"],
+    num_pauses: int,
+    pause_id: int,
+    eos_id: int,
+    length: int,
+    pad_id: int = 0,
+) -> dict[str, np.ndarray] | None:
+    """One prompt/answer example as an LM row: ``{"tokens": (length,), "weights": (length-1,)}``.
+
+    Prompt, ``num_pauses`` pauses, answer, EOS, then padding (``pause_finetune_example``);
+    ``weights[i]`` weights predicting ``tokens[i + 1]``: 1 on the answer and its EOS only.
+    Returns None when the example does not fit in ``length``.
+    """
+    tokens, weights = pause_finetune_example(prompt, answer, num_pauses, pause_id, eos_id)
+    if len(tokens) > length:
+        return None
+    row = np.full(length, pad_id, np.int32)
+    row[: len(tokens)] = tokens
+    target_weights = np.zeros(length, np.float32)
+    target_weights[: len(weights)] = weights
+    return {"tokens": row, "weights": target_weights[1:]}
+
+
 def segment_positions(segment_ids: Int[np.ndarray, "*B L"]) -> Int[np.ndarray, "*B L"]:
     """Position of each token within its run of equal segment ids (0 on padding)."""
     seg = np.asarray(segment_ids)

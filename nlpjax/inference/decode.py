@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from nlpjax.inference.kv_cache import init_cache
+from nlpjax.inference.kv_cache import broadcast_cache, init_cache, prefix_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +92,21 @@ class Generator:
       params: its parameters.
       sampling: temperature, top-k and top-p.
       banned_ids: ids never to emit (their logits are set to -inf, greedy included).
+      append_ids: ids put after every prompt (pause-inference: M_inf pauses); the output
+        starts after the last of them.
     """
 
-    def __init__(self, model, params, sampling: SamplingConfig, banned_ids: Sequence[int] = ()):
+    def __init__(
+        self,
+        model,
+        params,
+        sampling: SamplingConfig,
+        banned_ids: Sequence[int] = (),
+        append_ids: Sequence[int] = (),
+    ):
         self.model, self.params, self.sampling = model, params, sampling
+        self.append_ids = np.asarray(append_ids, np.int32).reshape(-1)
+        self.banned_ids = tuple(int(i) for i in banned_ids)
         self.max_len = model.config.max_len
         mask = banned_mask(model.config.vocab_size, banned_ids)
         banned_V = None if mask is None else jnp.asarray(mask)
@@ -107,9 +118,16 @@ class Generator:
             return sample(logits_BLV[:, -1], rng, sampling, banned_V), updated["cache"]
 
         self._step = jax.jit(step)
+        # Registers' and sink's keys/values: computed once for these params, then copied.
+        self._prefix = None
+        if model.config.num_prefix:
+            self._prefix = jax.jit(lambda p: prefix_cache(model, p))(params)
 
     def _prefill(self, history_BL: np.ndarray, rng):
-        cache = init_cache(self.model, history_BL.shape[0])
+        if self._prefix is None:
+            cache = init_cache(self.model, history_BL.shape[0])
+        else:
+            cache = broadcast_cache(self._prefix, history_BL.shape[0])
         return self._step(self.params, cache, jnp.asarray(history_BL), rng)
 
     def stream(
@@ -127,6 +145,9 @@ class Generator:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         if max_new_tokens == 0:
             return
+        if self.append_ids.size:
+            suffix = np.broadcast_to(self.append_ids, (prompt_BL.shape[0], self.append_ids.size))
+            prompt_BL = np.concatenate([prompt_BL, suffix], axis=1)
         key = jax.random.PRNGKey(seed)
         history = prompt_BL[:, -self.max_len :]
         next_B, cache = self._prefill(history, jax.random.fold_in(key, 0))

@@ -67,6 +67,21 @@ def segment_mask(
     return q_segments_BL[:, None, :, None] == k_segments_BL[:, None, None, :]
 
 
+def prefix_segment_mask(
+    segments_BL: Int[Array, "B L"], num_prefix: int
+) -> Bool[Array, "B 1 Lp Lp"]:
+    """Packed sequences behind ``num_prefix`` shared positions (sink, registers): a token
+    attends within its segment and to every prefix position; a prefix position attends
+    only to prefix positions. Lp = P + L; combine with the causal mask."""
+    B, L = segments_BL.shape
+    P = num_prefix
+    is_prefix = jnp.arange(P + L) < P
+    same = segment_mask(segments_BL, segments_BL)  # B 1 L L
+    tokens_to_all = jnp.concatenate([jnp.ones((B, 1, L, P), bool), same], axis=-1)
+    prefix_rows = jnp.broadcast_to(is_prefix[None, None, None, :], (B, 1, P, P + L))
+    return jnp.concatenate([prefix_rows, tokens_to_all], axis=2)
+
+
 def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
     """Logical AND of the given masks (None entries are ignored)."""
     present = [m for m in masks if m is not None]

@@ -16,8 +16,9 @@ import optax
 from etils import epath
 from jax.experimental import multihost_utils
 
+from nlpjax.analysis import probes
 from nlpjax.config import Config
-from nlpjax.data import inspect, pipeline
+from nlpjax.data import inspect, pipeline, transforms
 from nlpjax.data.sources import load_documents, parse_dataset
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
@@ -27,7 +28,7 @@ from nlpjax.data.tokenizers import (
     save_tokenizer,
 )
 from nlpjax.errors import ConfigError, DataError
-from nlpjax.inference.decode import Generator
+from nlpjax.inference.decode import Generator, SamplingConfig
 from nlpjax.inference.text_generator import TextGenerator
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
 from nlpjax.precision import resolve_dtype
@@ -50,10 +51,36 @@ class LMDataConfig:
     batch_size: int = 12
     tfds_data_dir: str = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
     prefetch: int = 4
+    # Pause tokens (Goyal et al. 2023, https://arxiv.org/abs/2310.02226).
+    pause_pretrain: bool = False  # pauses at random places of every training window
+    pause_fraction: float = 0.1  # pretraining: round(fraction * (context + 1)) pauses a window
+    pause_filler: str = ""  # filler control: this text's one token instead of <pause>
+    answer_separator: str = ""  # set: lines "PROMPT<sep>ANSWER" (loss on the answer only)
+    pause_finetune: int = 0  # M_ft: pauses after every prompt (needs answer_separator)
+    pause_inference: int = 0  # M_inf: pauses appended to every prompt when generating
 
     def __post_init__(self):
         if self.context <= 0 or self.batch_size <= 0:
             raise ConfigError("data.context and data.batch_size must be > 0")
+        if not 0.0 < self.pause_fraction <= 1.0:
+            raise ConfigError(f"data.pause_fraction must be in (0, 1], got {self.pause_fraction}")
+        if self.pause_finetune < 0 or self.pause_inference < 0:
+            raise ConfigError("data.pause_finetune and data.pause_inference must be >= 0")
+        if self.pause_pretrain and self.answer_separator:
+            raise ConfigError(
+                "data.pause_pretrain inserts pauses into text windows, and "
+                "data.answer_separator makes prompt/answer rows: use data.pause_finetune "
+                "for pauses after the prompts, or unset one of the two"
+            )
+        if self.pause_finetune and not self.answer_separator:
+            raise ConfigError(
+                "data.pause_finetune puts pauses after prompts, and the data has none: set "
+                "data.answer_separator (e.g. '=') to read lines as PROMPT<sep>ANSWER"
+            )
+
+    @property
+    def uses_pauses(self) -> bool:
+        return self.pause_pretrain or self.pause_finetune > 0 or self.pause_inference > 0
 
 
 def _check_has_validation(spec: str) -> None:
@@ -81,6 +108,7 @@ class LMTask:
             )
         _check_has_validation(data.dataset)
         self._tokens: dict[str, np.ndarray] = {}
+        self._examples: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._prepared = False
         self.config = config
         saved = epath.Path(workdir) / TOKENIZER_FILE if workdir else None
@@ -96,6 +124,7 @@ class LMTask:
             config, model=dataclasses.replace(config.model, vocab_size=vocab)
         )
         self.model = Decoder(self.config.model)
+        self.pause_id = pause_token_id(self.tokenizer, data) if data.uses_pauses else None
 
     # -- data ---------------------------------------------------------------------------
 
@@ -136,16 +165,111 @@ class LMTask:
             self._tokens[split] = join_documents(self.tokenizer, self._documents(split))
         return self._tokens[split]
 
-    def _windows(self, split: str, seed: int) -> grain.MapDataset:
+    def _windows(self, split: str, seed: int, train: bool = False) -> grain.MapDataset:
+        """Batches of ``{"tokens"}`` windows; with pauses or prompt/answer lines, also
+        ``{"weights"}`` (B, context): the weight of predicting each next token."""
         data = self.config.data
         shard = pipeline.Shard.this_host()
+        if data.answer_separator:
+            rows = self._answer_rows(split)
+            return pipeline.epochs(rows, seed, shard, shuffle=train).batch(
+                data.batch_size // shard.count, drop_remainder=True
+            )
+        transform = None
+        if train and data.pause_pretrain:  # evaluation stays on plain text (comparable)
+            num = int(round(data.pause_fraction * (data.context + 1)))
+            pause_id = self.pause_id
+
+            def transform(window, rng):
+                return transforms.pause_pretrain_window(window, num, pause_id, rng)
+
         return pipeline.lm_windows(
-            self.tokens(split), data.context + 1, data.batch_size, seed, shard
+            self.tokens(split), data.context + 1, data.batch_size, seed, shard, transform
         )
+
+    def answer_examples(self, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The split's ``PROMPT<sep>ANSWER`` lines as (prompt ids, answer ids); the
+        separator ends the prompt. A line without the separator is a ``DataError``."""
+        if split in self._examples:
+            return self._examples[split]
+        data, tok = self.config.data, self.tokenizer
+        sep, examples = data.answer_separator, []
+        lines = [ln for doc in self._documents(split) for ln in doc.splitlines() if ln.strip()]
+        for line in lines:
+            if sep not in line:
+                raise DataError(
+                    f"a {split} line of {data.dataset!r} has no data.answer_separator {sep!r}: "
+                    f"{line[:80]!r}; every line must read PROMPT{sep}ANSWER"
+                )
+            cut = line.index(sep) + len(sep)
+            examples.append((tok.encode(line[:cut]), tok.encode(line[cut:])))
+        if not examples:
+            raise DataError(f"the {split} split of {data.dataset!r} has no prompt/answer lines")
+        self._examples[split] = examples
+        return examples
+
+    def _end_id(self) -> int:
+        """The id that ends an answer: EOS, or for ``char`` (no special ids) a newline."""
+        eos = getattr(self.tokenizer, "eos_id", None)
+        if eos is not None:
+            return int(eos)
+        try:
+            return int(self.tokenizer.encode("\n")[0])
+        except ValueError:
+            raise DataError(
+                "prompt/answer lines end with a newline, and this char vocabulary has none "
+                f"({self._tokenizer_file}): use data.tokenizer.kind=byte"
+            ) from None
+
+    def _answer_rows(self, split: str) -> list[dict[str, np.ndarray]]:
+        """The split's examples as padded rows with M_ft pauses (``pause_answer_row``)."""
+        data, eos = self.config.data, self._end_id()
+        pad, pauses = getattr(self.tokenizer, "pad_id", eos), data.pause_finetune
+        pause_id = 0 if self.pause_id is None else self.pause_id
+        rows = []
+        for prompt, answer in self.answer_examples(split):
+            row = transforms.pause_answer_row(
+                prompt, answer, pauses, pause_id, eos, data.context + 1, pad
+            )
+            if row is None:
+                raise DataError(
+                    f"a {split} example of {data.dataset!r} needs {len(prompt) + pauses} + "
+                    f"{len(answer) + 1} tokens, more than data.context + 1 = "
+                    f"{data.context + 1}: raise data.context (and model.max_len)"
+                )
+            rows.append(row)
+        return rows
+
+    def exact_match(
+        self, params, split: str = "validation", pauses: int | None = None, limit: int = 0
+    ) -> dict[str, float]:
+        """Greedy answers to the split's prompts, each followed by M_inf pauses (``pauses``,
+        default ``data.pause_inference``), against the references.
+
+        An answer is right when the tokens generated after the last pause, up to the
+        first EOS (a newline for ``char``), are exactly the reference. Returns
+        ``{"exact_match": fraction right, "examples": count}``; ``limit`` > 0 scores only
+        the first ``limit`` examples.
+        """
+        examples = self.answer_examples(split)[: limit or None]
+        tokens = self.generator(params, SamplingConfig(temperature=0.0), pauses).token_generator
+        eos, right = self._end_id(), 0
+        by_length: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for prompt, answer in examples:  # the generator takes equal-length prompts
+            by_length.setdefault(len(prompt), []).append((prompt, answer))
+        size = self.config.data.batch_size
+        for group in by_length.values():
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
+                longest = max(len(answer) for _, answer in chunk)
+                out = tokens.generate(np.stack([p for p, _ in chunk]), longest + 1)
+                for row, (_, answer) in zip(out, chunk, strict=True):
+                    right += answer_matches(row, answer, eos)
+        return {"exact_match": right / len(examples), "examples": float(len(examples))}
 
     def train_iterator(self) -> grain.DatasetIterator:
         return pipeline.iterator(
-            self._windows("train", self.config.seed),
+            self._windows("train", self.config.seed, train=True),
             self.config.data.prefetch,
             vocabulary=self.tokenizer,
             vocab_file=self._tokenizer_file,
@@ -164,11 +288,28 @@ class LMTask:
         (SentencePiece's leading space) count as they appear in the running text.
         """
         tokens = np.asarray(batches["tokens"])
+        if self.config.data.answer_separator:  # only the answers carry loss
+            return self._answer_units(tokens, np.asarray(batches["weights"]))
         characters = utf8_bytes = 0
         for window in tokens.reshape(-1, tokens.shape[-1]):
             text = self.tokenizer.decode(window)[len(self.tokenizer.decode(window[:1])) :]
             characters += len(text)
             utf8_bytes += len(text.encode("utf-8"))
+        return {"characters": characters, "bytes": utf8_bytes}
+
+    def _answer_units(self, tokens: np.ndarray, weights: np.ndarray) -> dict[str, int]:
+        """Prompt/answer rows: the answers' characters and bytes, plus one for each EOS
+        (it ends the answer as a newline ends a line)."""
+        characters = utf8_bytes = 0
+        tokens, weights = (
+            tokens.reshape(-1, tokens.shape[-1]),
+            weights.reshape(-1, weights.shape[-1]),
+        )
+        for row, row_weights in zip(tokens, weights, strict=True):
+            answer = row[1:][row_weights > 0][:-1]  # the weighted targets less their EOS
+            text = self.tokenizer.decode(answer)
+            characters += len(text) + 1
+            utf8_bytes += len(text.encode("utf-8")) + 1
         return {"characters": characters, "bytes": utf8_bytes}
 
     # -- model and loss -----------------------------------------------------------------
@@ -189,12 +330,22 @@ class LMTask:
         losses = optax.softmax_cross_entropy_with_integer_labels(
             logits_BLV.reshape(-1, vocab).astype(jnp.float32), targets.reshape(-1)
         )
+        if "weights" in batch:  # pauses, prompts and padding carry no loss
+            weights = batch["weights"].reshape(-1).astype(jnp.float32)
+            total = jnp.sum(weights)
+            return jnp.sum(losses * weights) / jnp.maximum(total, 1.0), ({"weight": total}, carry)
         weight = jnp.asarray(losses.size, jnp.float32)
         return jnp.mean(losses), ({"weight": weight}, carry)
 
     def eval_summary(self, metrics: dict) -> dict:
         loss = float(metrics["loss"])
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+    def probe(self, params, split: str = "validation") -> probes.Probe:
+        """Attention weights and hidden states on the split's first evaluation batch
+        (``nlpjax.analysis.probes``: sink and register mass, outlier tokens, plots)."""
+        tokens = np.asarray(self.eval_batches(split)["tokens"])[0, :, :-1]
+        return probes.collect(self.model, params, tokens)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -219,12 +370,55 @@ class LMTask:
 
     # -- faces: generation and data inspection ---------------------------------------------
 
-    def generator(self, params, sampling) -> TextGenerator:
+    def generator(self, params, sampling, pauses: int | None = None) -> TextGenerator:
         """Samples text from ``params`` with ``sampling`` (a ``SamplingConfig``), using the
-        KV-cached decoder; ids that stand for no text are never generated."""
-        tokens = Generator(self.model, params, sampling, self.tokenizer.non_text_ids())
+        KV-cached decoder; ids that stand for no text are never generated.
+
+        ``pauses``: M_inf, the pauses appended to every prompt (default
+        ``data.pause_inference``); sampling starts after the last one.
+        """
+        count = self.config.data.pause_inference if pauses is None else pauses
+        if count < 0:
+            raise ValueError(f"pauses must be >= 0, got {count}")
+        pause_id = self.pause_id
+        if count and pause_id is None:
+            pause_id = pause_token_id(self.tokenizer, self.config.data)
+        pauses = [pause_id] * count  # M_inf after the prompt
+        banned = self.tokenizer.non_text_ids()  # the learned <pause> among them
+        tokens = Generator(self.model, params, sampling, banned, append_ids=pauses)
         return TextGenerator(tokens, self.tokenizer, self._tokenizer_file)
 
     def describe_data(self, split: str, num_examples: int) -> str:
         """The ``nlpjax data inspect`` report: sizes, vocabulary, decoded batches, speed."""
         return inspect.report(self, split, num_examples)
+
+
+def pause_token_id(tokenizer, data: LMDataConfig) -> int:
+    """The id that pauses use: the tokenizer's ``<pause>``, or ``data.pause_filler``'s token."""
+    if data.pause_filler:
+        try:
+            ids = tokenizer.encode(data.pause_filler)
+        except ValueError as e:
+            raise ConfigError(f"data.pause_filler={data.pause_filler!r}: {e}") from None
+        if len(ids) != 1:
+            raise ConfigError(
+                f"data.pause_filler={data.pause_filler!r} encodes to {len(ids)} tokens; "
+                "give text that is exactly one token (e.g. '.')"
+            )
+        return int(ids[0])
+    pause_id = getattr(tokenizer, "pause_id", None)
+    if pause_id is None:
+        raise ConfigError(
+            f"pause tokens need a <pause> id, and the {tokenizer.kind} tokenizer has none: "
+            "use data.tokenizer.kind=byte, word or sentencepiece, or set data.pause_filler "
+            "(an ordinary token such as '.')"
+        )
+    return int(pause_id)
+
+
+def answer_matches(generated: np.ndarray, answer: np.ndarray, eos_id: int) -> bool:
+    """Whether ``generated`` is ``answer`` then EOS (anything after the EOS is ignored).
+    Without an EOS among the first ``len(answer) + 1`` tokens, the answer is wrong."""
+    generated, answer = np.asarray(generated), np.asarray(answer)
+    n = len(answer)
+    return len(generated) > n and bool((generated[:n] == answer).all()) and generated[n] == eos_id
