@@ -28,6 +28,17 @@ from nlpjax.training.step import make_train_step, sparse_gradients
 from tests import proof_task
 from tests.conftest import REPO
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _registry_restored():
+    """The test tasks this module registers leave the registry when it ends (other test
+    files on the same worker list the known tasks)."""
+    before = dict(api.TASKS)
+    yield
+    api.TASKS.clear()
+    api.TASKS.update(before)
+
+
 LAYOUTS = {
     "one device": {"parallel.devices": 1, "parallel.mesh": "data:1"},
     "data:8": {"parallel.mesh": "data:8"},
