@@ -1,0 +1,312 @@
+"""Word2vec task: skip-gram or CBOW with negative sampling on the shared trainer.
+
+Mikolov et al. 2013 (https://arxiv.org/abs/1310.4546). The host ships chunks of the token
+stream (one row of the batch = ``data.chunk`` consecutive words, sentences marked by
+segment ids); the device subsamples, builds the pairs and draws negatives
+(``nlpjax.models.sgns``). The loss reads the two tables through ``sparse_rows`` and
+``apply_update`` scatters word2vec's SGD step (summed over pairs, learning rate linear
+from ``optim.lr`` to ``optim.lr * optim.min_lr_ratio``) into the touched rows only.
+``evaluate`` reports WordSim-353 and SimLex-999 Spearman and analogy accuracy.
+"""
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+
+from nlpjax.analysis import word_vectors as wvec
+from nlpjax.config import Config
+from nlpjax.data import pipeline, transforms
+from nlpjax.data.skipgram_pipeline import training_counts
+from nlpjax.data.sources import load_documents
+from nlpjax.data.special_tokens import NUM_SPECIAL
+from nlpjax.data.tokenizers import (
+    TokenizerConfig,
+    build_tokenizer,
+    restore_or_build,
+    save_tokenizer,
+)
+from nlpjax.errors import ConfigError, DataError
+from nlpjax.models import sgns
+from nlpjax.tasks.base import Rows
+
+TOKENIZER_FILE = "tokenizer.json"
+LOSSES = {"skipgram": sgns.skipgram_ns_loss, "cbow": sgns.cbow_ns_loss}
+_NUM_ELEMENTS = 2**40  # the chunk stream cycles through the corpus epoch after epoch
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SGNSDataConfig:
+    """Corpus, vocabulary and chunking of a word2vec run."""
+
+    dataset: str = "tiny_shakespeare"  # a dataset spec (nlpjax.data.sources)
+    tokenizer: TokenizerConfig = TokenizerConfig(kind="word", min_count=5)
+    chunk: int = 1024  # consecutive words per batch row
+    batch_size: int = 1  # rows per step
+    sample: float = 1e-3  # word2vec's subsampling threshold t (0: none)
+    ns_exponent: float = 0.75  # negatives ~ count ** ns_exponent
+    word_eval_dir: str = ""  # '' -> $NLPJAX_DATA_DIR/word_eval
+    analogy_restrict: int = 30_000
+    tfds_data_dir: str = ""
+    prefetch: int = 2
+
+    def __post_init__(self):
+        if self.chunk <= 0 or self.batch_size <= 0:
+            raise ConfigError("data.chunk and data.batch_size must be > 0")
+        if self.tokenizer.kind != "word":
+            raise ConfigError(
+                f"data.tokenizer.kind={self.tokenizer.kind!r}: word2vec needs word counts; "
+                "use data.tokenizer.kind='word'"
+            )
+        if self.sample < 0:
+            raise ConfigError("data.sample must be >= 0 (0 disables subsampling)")
+
+
+class SGNSTask:
+    """word2vec on a text corpus (see ``nlpjax.tasks.base.Task``)."""
+
+    model_config_cls = sgns.SGNSConfig
+    data_config_cls = SGNSDataConfig
+
+    def __init__(self, config: Config, workdir: epath.PathLike | None = None):
+        if config.model.objective not in LOSSES:
+            raise ConfigError(
+                f"model.objective={config.model.objective!r}: the sgns task trains "
+                f"{' or '.join(LOSSES)} (the full softmax reads the whole table: use "
+                "nlpjax.models.sgns.skipgram_softmax_loss directly)"
+            )
+        self.config = config
+        saved = epath.Path(workdir) / TOKENIZER_FILE if workdir else None
+        self._tokenizer_file = str(saved or TOKENIZER_FILE)
+        docs: dict[str, list[str]] = {}
+
+        def texts() -> list[str]:
+            docs["train"] = self._documents("train")
+            return docs["train"]
+
+        cfg = config.data.tokenizer
+        self.tokenizer = (
+            restore_or_build(saved, cfg, texts) if saved else build_tokenizer(cfg, texts())
+        )
+        vocab = self.tokenizer.vocab_size
+        if config.model.vocab_size not in (0, vocab):
+            raise ConfigError(
+                f"model.vocab_size={config.model.vocab_size} but the vocabulary has {vocab} "
+                "ids; set model.vocab_size=0 to take it from the vocabulary"
+            )
+        self.config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, vocab_size=vocab)
+        )
+        counts = training_counts(self.tokenizer.counts_array())
+        if counts.sum() == 0:
+            raise DataError(f"no word of {config.data.dataset!r} is in the vocabulary")
+        self.keep_V = transforms.keep_probabilities(counts, config.data.sample)
+        self.accept_V, self.alias_V = sgns.negative_table(counts, config.data.ns_exponent)
+        self.capacity = sgns.kept_capacity(self.keep_V, counts, config.data.chunk)
+        self._train_docs = docs.get("train")
+        self._streams: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- data ---------------------------------------------------------------------------
+
+    def _documents(self, split: str) -> list[str]:
+        docs = load_documents(self.config.data.dataset, split, self.config.data.tfds_data_dir)
+        if not any(docs):
+            raise DataError(f"the {split} split of {self.config.data.dataset!r} is empty")
+        return docs
+
+    def stream(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """(ids, sentence number) of the split's words that are trained on (as word2vec,
+        words outside the vocabulary are dropped before windows are formed); each
+        non-empty line is a sentence, which no window crosses."""
+        if split not in self._streams:
+            docs = self._train_docs if split == "train" and self._train_docs else None
+            docs = docs or self._documents(split)
+            lines = [line for doc in docs for line in doc.splitlines() if line.strip()]
+            encoded = [self.tokenizer.encode(line) for line in lines]
+            ids = np.concatenate(encoded) if encoded else np.zeros(0, np.int32)
+            numbers = np.repeat(np.arange(1, len(encoded) + 1), [len(e) for e in encoded])
+            trained = self.keep_V[ids] > 0
+            self._streams[split] = ids[trained].astype(np.int32), numbers[trained].astype(np.int32)
+        return self._streams[split]
+
+    def _chunks(self, split: str) -> grain.MapDataset:
+        """Batch t holds chunks t * B .. t * B + B - 1 of the stream (cycling over epochs);
+        each host takes every ``count``-th chunk of a batch."""
+        ids, numbers = self.stream(split)
+        chunk = self.config.data.chunk
+        num_chunks = max(1, -(-len(ids) // chunk))
+        pad = num_chunks * chunk - len(ids)
+        ids_NT = np.pad(ids, (0, pad)).reshape(num_chunks, chunk)
+        numbers_NT = np.pad(numbers, (0, pad)).reshape(num_chunks, chunk)
+        shard = pipeline.Shard.this_host()
+        if self.config.data.batch_size % shard.count:
+            raise ConfigError(
+                f"data.batch_size={self.config.data.batch_size} does not split over "
+                f"{shard.count} hosts"
+            )
+
+        def row(i):
+            return {"ids": ids_NT[i % num_chunks], "segments": numbers_NT[i % num_chunks]}
+
+        ds = grain.MapDataset.range(_NUM_ELEMENTS).map(row)[shard.index :: shard.count]
+        return ds.batch(self.config.data.batch_size // shard.count, drop_remainder=True)
+
+    def steps_per_epoch(self) -> int:
+        chunks = -(-len(self.stream("train")[0]) // self.config.data.chunk)
+        return max(1, -(-chunks // self.config.data.batch_size))
+
+    def train_iterator(self) -> grain.DatasetIterator:
+        return pipeline.iterator(
+            self._chunks("train"),
+            self.config.data.prefetch,
+            vocabulary=self.tokenizer,
+            vocab_file=self._tokenizer_file,
+        )
+
+    def eval_batches(self, split: str = "validation") -> dict[str, np.ndarray]:
+        return pipeline.take_stacked(self._chunks("train"), self.config.eval.num_batches)
+
+    # -- model --------------------------------------------------------------------------
+
+    def init(self, rng) -> Any:
+        return sgns.SGNS(self.config.model).init(rng)
+
+    def init_carry(self) -> dict:
+        return {}
+
+    def _draws(self, batch, rng):
+        """Per row: (packed ids, valid, segments, overflow), the pair mask, negative ids."""
+        cfg = self.config.model
+        keep, accept, alias = (jnp.asarray(a) for a in (self.keep_V, self.accept_V, self.alias_V))
+        rows = batch["ids"].shape[0]
+        keys = jax.random.split(rng, rows)
+
+        def one(ids_T, segments_T, key):
+            k_sub, k_win, k_neg = jax.random.split(key, 3)
+            ids, valid, segments, overflow = sgns.subsample(
+                ids_T, keep, k_sub, segments_T, self.capacity
+            )
+            mask, position = sgns.dynamic_window(valid, cfg.window, k_win, segments)
+            shape = sgns.negative_shape(cfg, self.capacity)
+            negatives = sgns.sample_negatives(k_neg, accept, alias, shape)
+            return ids, mask, position, negatives, overflow
+
+        return jax.vmap(one)(batch["ids"], batch["segments"], keys)
+
+    def sparse_rows(self, batch, rng) -> dict[str, jax.Array]:
+        ids, _, _, negatives, _ = self._draws(batch, rng)
+        rows = ids.shape[0]
+        context = jnp.concatenate([ids, negatives.reshape(rows, -1)], axis=1)
+        return {"center": ids, "context": context}
+
+    def loss(self, params, carry, batch, rng, train: bool):
+        cfg = self.config.model
+        ids, mask, position, negatives, overflow = self._draws(batch, rng)
+        center, context = params["center"], params["context"]
+        v_BME = center.values if isinstance(center, Rows) else center[ids]
+        if isinstance(context, Rows):
+            u_BME = context.values[:, : ids.shape[1]]
+            neg = context.values[:, ids.shape[1] :].reshape(*negatives.shape, -1)
+        else:
+            u_BME, neg = context[ids], context[negatives]
+        loss_fn = LOSSES[cfg.objective]
+
+        def one(v, u, n, m):
+            return loss_fn(v, u, n, m, cfg.window, cfg.negative_sharing, cfg.negatives)
+
+        sums, pairs = jax.vmap(one)(v_BME, u_BME, neg, mask)
+        total, count = jnp.sum(sums), jnp.sum(pairs)
+        metrics = {
+            "pair_loss": total / jnp.maximum(count, 1.0),
+            "pairs": count,
+            "overflow": jnp.sum(overflow).astype(jnp.float32),
+        }
+        # Divided by the batch's token slots: apply_update multiplies the step back up, so
+        # the update is word2vec's per-pair SGD summed, on one device or many.
+        return total / ids.size, (metrics, carry)
+
+    # -- optimizer and update -----------------------------------------------------------
+
+    def make_optimizer(self, config: Config):
+        lr = config.optim.lr
+        schedule = sgns.linear_lr(config.train.steps, lr, lr * config.optim.min_lr_ratio)
+        self.schedule = schedule
+
+        def init(params):
+            return {"count": jnp.zeros((), jnp.int32)}
+
+        return optax.GradientTransformation(init, None), schedule
+
+    def apply_update(self, params, grads, opt_state, batch):
+        lr = self.schedule(opt_state["count"])
+        slots = self.config.data.batch_size * self.capacity  # the loss's divisor, globally
+
+        def one(table, g):
+            if isinstance(g, Rows):
+                return sgns.sparse_sgd(table, g.ids, g.values * slots, lr)
+            return table
+
+        params = jax.tree_util.tree_map(one, params, grads, is_leaf=lambda x: isinstance(x, Rows))
+        return params, {"count": opt_state["count"] + 1}
+
+    # -- evaluation -----------------------------------------------------------------------
+
+    def word_vectors(self, params) -> wvec.WordVectors:
+        words = self.tokenizer.words
+        table = np.asarray(jax.device_get(params["center"]))
+        return wvec.WordVectors(words, table[NUM_SPECIAL : NUM_SPECIAL + len(words)])
+
+    def _eval_dir(self) -> epath.Path:
+        given = self.config.data.word_eval_dir
+        data_dir = os.environ.get("NLPJAX_DATA_DIR", ".")
+        return epath.Path(given or os.path.join(data_dir, "word_eval"))
+
+    def evaluate(self, params, extras, rng, split: str = "validation") -> dict[str, float]:
+        """WordSim-353 and SimLex-999 Spearman, analogy accuracy (3CosAdd over the
+        ``data.analogy_restrict`` most frequent words) and their coverages."""
+        wv, directory, out = self.word_vectors(params), self._eval_dir(), {}
+        for name, filename in (("wordsim353", "wordsim353.tsv"), ("simlex999", "simlex999.txt")):
+            path = directory / filename
+            if path.exists():
+                report = wvec.word_similarity(wv, path)
+                out[name], out[f"{name}_coverage"] = report["spearman"], report["coverage"]
+        path = directory / "questions-words.txt"
+        if path.exists():
+            report = wvec.word_analogies(wv, path, self.config.data.analogy_restrict)
+            out["analogy"], out["analogy_coverage"] = report["accuracy"], report["coverage"]
+        if not out:
+            logger.warning("no word-evaluation files in %s (set data.word_eval_dir)", directory)
+        return out
+
+    def eval_summary(self, metrics: dict) -> dict:
+        return {"loss": float(metrics["loss"])}
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def global_batch_size(self) -> int:
+        return self.config.data.batch_size
+
+    def tokens_per_batch(self) -> int:
+        return self.config.data.batch_size * self.config.data.chunk
+
+    def flops_per_token(self) -> float:
+        cfg = self.config.model
+        negatives = cfg.batch_negatives if cfg.negative_sharing == "batch" else cfg.negatives
+        return 6.0 * cfg.embed_dim * (cfg.num_contexts + negatives)
+
+    def compute_dtype(self) -> str:
+        return "float32"
+
+    def save_assets(self, directory: epath.PathLike) -> None:
+        save_tokenizer(self.tokenizer, epath.Path(directory) / TOKENIZER_FILE)
+
+    def model_signature(self) -> dict:
+        return {"task": self.config.task, "model": self.config.model.signature()}

@@ -1,0 +1,128 @@
+"""The word2vec task on the shared trainer (tasks/sgns.py, experiments/sgns_shakespeare.py).
+
+The tests that train are marked slow (the model functions are covered fast in
+tests/test_sgns.py); run them with ``pytest tests/test_sgns_task.py``.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nlpjax import api, cli
+from nlpjax.tasks.base import Rows
+from nlpjax.training.metrics import read_metrics
+from tests.conftest import REPO
+
+TINY = str(REPO / "experiments" / "sgns_shakespeare.py") + ":tiny"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sgns")
+    summary = api.train(api.load_config(TINY), workdir)
+    return workdir, summary
+
+
+@pytest.mark.slow  # trains the tiny variant
+def test_tiny_run_logs_the_word_evaluation(trained):
+    workdir, _ = trained
+    rows = read_metrics(workdir)
+    evals = [r for r in rows if "eval/analogy" in r]
+    assert [r["step"] for r in evals] == [10, 20]
+    for row in evals:
+        assert 0.0 <= row["eval/analogy"] <= 1.0
+        assert -1.0 <= row["eval/wordsim353"] <= 1.0 and -1.0 <= row["eval/simlex999"] <= 1.0
+        assert 0.0 < row["eval/wordsim353_coverage"] <= 1.0
+    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert len(losses) == 4 and np.isfinite(losses).all()
+
+
+@pytest.mark.slow  # trains the tiny variant
+def test_update_touches_only_the_batch_rows(trained):
+    workdir, _ = trained
+    run = api.load(workdir).run
+    task, state = run.task, run.state
+    batch = jax.tree.map(jnp.asarray, next(iter(task.train_iterator())))
+    index = task.sparse_rows(batch, jax.random.PRNGKey(3))
+    grads = {
+        name: Rows(ids, jnp.ones(ids.shape + (task.config.model.embed_dim,)))
+        for name, ids in index.items()
+    }
+    params, _ = task.apply_update(state.params, grads, state.opt_state, batch)
+    for name, ids in index.items():
+        changed = np.flatnonzero(np.any(params[name] != state.params[name], axis=1))
+        assert set(changed.tolist()) <= set(np.asarray(ids).ravel().tolist())
+        assert len(changed) > 0
+
+
+def test_corpus_without_a_frequent_word_is_a_clear_error(tmp_path, capsys):
+    code = cli.main(
+        [
+            "train",
+            f"--config={TINY}",
+            "--config.data.tokenizer.min_count=1000000000",
+            f"--workdir={tmp_path / 'w'}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error:" in err and "min_count" in err and "Traceback" not in err
+
+
+@pytest.mark.slow  # trains the tiny variant
+def test_resume_from_a_checkpoint_is_exact(trained, tmp_path):
+    import shutil
+
+    workdir, _ = trained
+    copy = tmp_path / "resumed"
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(copy / "checkpoints" / "20")
+    summary = api.train(api.load_config(TINY), copy)
+    assert summary["start_step"] == 10 and summary["final_step"] == 20
+    want, got = api.load(workdir).params, api.load(copy).params
+    for name in ("center", "context"):
+        np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(want[name]))
+
+
+@pytest.mark.slow  # trains the tiny variant
+def test_a_sharded_run_equals_the_single_device_run(tmp_path):
+    layouts = {
+        "one": {"parallel.devices": 1, "parallel.mesh": "data:1"},
+        "sharded": {"parallel.devices": 4, "parallel.mesh": "data:2,tensor:2"},
+    }
+    params = {}
+    for name, layout in layouts.items():
+        overrides = {"data.batch_size": 2, "train.steps": 10, **layout}
+        api.train(api.load_config(TINY, overrides), tmp_path / name)
+        params[name] = api.load(tmp_path / name).params
+    for table in ("center", "context"):
+        np.testing.assert_allclose(
+            np.asarray(params["sharded"][table]), np.asarray(params["one"][table]), atol=1e-6
+        )
+
+
+@pytest.mark.slow  # trains the tiny variant
+def test_resume_with_another_vocabulary_is_refused_naming_the_file(trained, capsys):
+    workdir, _ = trained
+    saved = (workdir / "tokenizer.json").read_text()
+    steps = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    code = cli.main(
+        ["train", f"--config={TINY}", "--config.data.tokenizer.min_count=3", f"--workdir={workdir}"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error:" in err and "tokenizer.json" in err and "min_count" in err
+    assert (workdir / "tokenizer.json").read_text() == saved
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == steps
+
+
+def test_full_softmax_objective_is_refused_by_the_task(tmp_path, capsys):
+    workdir = tmp_path / "w"
+    code = cli.main(
+        ["train", f"--config={TINY}", "--config.model.objective=softmax", f"--workdir={workdir}"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error:" in err and "model.objective" in err and "Traceback" not in err
+    assert not (workdir / "checkpoints").exists()
