@@ -126,3 +126,19 @@ def test_full_softmax_objective_is_refused_by_the_task(tmp_path, capsys):
     assert code == 2
     assert "error:" in err and "model.objective" in err and "Traceback" not in err
     assert not (workdir / "checkpoints").exists()
+
+
+def test_data_inspect_describes_the_word_stream(capsys):
+    code = cli.main(["data", "inspect", f"--config={TINY}", "--num_examples=2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "words trained on" in out and "count >= 5" in out
+    assert "chunk 0: First Citizen:" in out and "chunk 1:" in out and "chunk 2:" not in out
+
+
+@pytest.mark.slow  # trains the tiny variant
+def test_generate_is_refused_with_a_clear_error(trained, capsys):
+    workdir, _ = trained
+    code = cli.main(["generate", f"--workdir={workdir}", "--prompt=king"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error:" in err and "nlpjax eval" in err and "Traceback" not in err

@@ -310,3 +310,35 @@ class SGNSTask:
 
     def model_signature(self) -> dict:
         return {"task": self.config.task, "model": self.config.model.signature()}
+
+    # -- faces ------------------------------------------------------------------------------
+
+    def generator(self, params, sampling):
+        raise ConfigError(
+            "the sgns task trains word vectors and generates no text; use `nlpjax eval` "
+            "for its similarity and analogy numbers"
+        )
+
+    def describe_data(self, split: str, num_examples: int) -> str:
+        """Vocabulary, stream and the first ``num_examples`` chunks (``nlpjax data inspect``;
+        word2vec trains on the train split only, so ``split`` picks the stream shown)."""
+        ids, numbers = self.stream(split)
+        data, words = self.config.data, self.tokenizer.words
+        counts = self.tokenizer.counts
+        chunk = data.chunk
+        kept = float(np.mean(self.keep_V[ids])) if len(ids) else 0.0
+        lines = [
+            f"dataset {data.dataset!r}, split {split}: {len(ids):,} words trained on, "
+            f"{int(numbers.max(initial=0)):,} sentences",
+            f"vocabulary: {len(words):,} words with count >= {data.tokenizer.min_count} "
+            f"(most frequent: "
+            + ", ".join(f"{w} {c:,}" for w, c in zip(words[:8], counts[:8], strict=False))
+            + ")",
+            f"chunks of {chunk} words: {-(-len(ids) // chunk):,} per epoch, "
+            f"{self.steps_per_epoch():,} steps of {data.batch_size} per epoch; subsampling "
+            f"(t={data.sample}) keeps {kept:.1%} of the words, into {self.capacity} slots",
+        ]
+        for i in range(min(num_examples, -(-len(ids) // chunk))):
+            piece = ids[i * chunk : i * chunk + 24]
+            lines.append(f"chunk {i}: {self.tokenizer.decode(piece)} ...")
+        return "\n".join(lines)
