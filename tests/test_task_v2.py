@@ -147,8 +147,10 @@ def test_sparse_gradients_equal_the_dense_gradient():
     batch = {"tokens": jnp.asarray(next(task.train_iterator())["tokens"])}
     carry = {"h": jnp.zeros((8, 16))}
     index = task.sparse_rows(batch, None)
-    (loss, _), grads = sparse_gradients(task.loss, index, params, carry, batch, None)
-    dense, _ = jax.grad(task.loss, has_aux=True)(params, carry, batch, None, True)
+    sparse_fn = jax.jit(lambda p, c, b: sparse_gradients(task.loss, index, p, c, b, None))
+    (loss, _), grads = sparse_fn(params, carry, batch)
+    dense_fn = jax.jit(lambda p, c, b: jax.grad(task.loss, has_aux=True)(p, c, b, None, True))
+    dense, _ = dense_fn(params, carry, batch)
     rows = grads["embed"]["embedding"]
     assert isinstance(rows, Rows) and rows.values.shape == (8, 6, 16)
     table = jnp.zeros_like(params["embed"]["embedding"]).at[rows.ids.reshape(-1)]
