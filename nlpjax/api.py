@@ -18,6 +18,7 @@ from etils import epath
 
 from nlpjax import config as config_lib
 from nlpjax.config import Config
+from nlpjax.errors import ConfigError
 from nlpjax.tasks.registry import TASKS, register_task
 from nlpjax.training import loop
 from nlpjax.training import run as run_lib
@@ -136,7 +137,13 @@ class Trained:
         """The task's text generator for these params (``.generate`` and ``.stream``)."""
         from nlpjax.inference.decode import SamplingConfig
 
-        return self.run.task.generator(self.params, SamplingConfig(temperature, top_k, top_p))
+        hook = getattr(self.run.task, "generator", None)
+        if hook is None:
+            raise ConfigError(
+                f"the {self.config.task!r} task has no text generator (nlpjax generate and "
+                "Trained.generate serve tasks that define generator(params, sampling))"
+            )
+        return hook(self.params, SamplingConfig(temperature, top_k, top_p))
 
     def generate(
         self,

@@ -424,12 +424,19 @@ def cmd_plot(args) -> int:
 
 def cmd_data(args, overrides) -> int:
     from nlpjax import api
+    from nlpjax.errors import ConfigError
 
     if args.num_examples < 0:
         raise ValueError("--num_examples must be >= 0")
     config = api.load_config(args.config, overrides)
     task = api.task_class(config)(config, None)
-    print(task.describe_data(args.split, args.num_examples))
+    describe = getattr(task, "describe_data", None)
+    if describe is None:
+        raise ConfigError(
+            f"the {config.task!r} task does not describe its data (nlpjax data inspect "
+            "serves tasks that define describe_data(split, num_examples))"
+        )
+    print(describe(args.split, args.num_examples))
     return 0
 
 

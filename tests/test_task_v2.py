@@ -332,3 +332,15 @@ def test_cli_eval_prints_a_tasks_own_evaluation(runs, capsys):
         summary["eval/sampled_accuracy"], abs=1e-6
     )
     assert out[-1].startswith("eval seconds ")
+
+
+def test_generate_refuses_a_task_without_a_generator(runs, capsys):
+    from nlpjax import cli
+
+    *_, workdir = runs["one device"]
+    assert cli.main(["generate", f"--workdir={workdir}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: the 'proof' task has no text generator (nlpjax generate and "
+        "Trained.generate serve tasks that define generator(params, sampling))"
+    ]
