@@ -6,7 +6,7 @@
 Both sides train skip-gram with negative sampling with gensim's settings (sg=1, negative=5,
 window=5, sample=1e-3, min_count=5, vector_size=100, epochs=5) on the same sentences (Tiny
 Shakespeare lines + Multi30k English training captions, whitespace words, ~0.55M words),
-then both sets of vectors go through the same evaluation (``nlpjax.analysis.word_vectors``:
+then both sets of vectors go through the same evaluation (``nlpjax.evaluation.word_vectors``:
 WordSim-353 and SimLex-999 Spearman, 3CosAdd analogy accuracy over the 30,000 most
 frequent words, as gensim's ``evaluate_word_*``). Words/s = corpus words x epochs / wall
 time from the tokenized sentences to the trained vectors, vocabulary building (and, for
@@ -51,11 +51,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nlpjax.analysis import word_vectors as wvec  # noqa: E402
 from nlpjax.data import transforms  # noqa: E402
 from nlpjax.data.skipgram_pipeline import training_counts  # noqa: E402
 from nlpjax.data.special_tokens import NUM_SPECIAL  # noqa: E402
 from nlpjax.data.word_tokenizer import WordTokenizer  # noqa: E402
+from nlpjax.evaluation import word_vectors as wvec  # noqa: E402
 from nlpjax.models import sgns  # noqa: E402
 
 DATA = Path(os.environ["NLPJAX_DATA_DIR"])

@@ -1,4 +1,4 @@
-"""word2vec on the device (models/sgns.py) and word-vector evaluation (analysis/word_vectors.py)."""
+"""word2vec on the device (models/sgns.py) and word-vector evaluation (evaluation/)."""
 
 import os
 from pathlib import Path
@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nlpjax.analysis import word_vectors as wvec
 from nlpjax.data import transforms
 from nlpjax.errors import ConfigError
+from nlpjax.evaluation import word_vectors as wvec
 from nlpjax.models import sgns
 
 KEY = jax.random.PRNGKey(0)

@@ -21,7 +21,6 @@ import numpy as np
 import optax
 from etils import epath
 
-from nlpjax.analysis import word_vectors as wvec
 from nlpjax.config import Config
 from nlpjax.data import pipeline, transforms
 from nlpjax.data.skipgram_pipeline import training_counts
@@ -34,6 +33,7 @@ from nlpjax.data.tokenizers import (
     save_tokenizer,
 )
 from nlpjax.errors import ConfigError, DataError
+from nlpjax.evaluation import word_vectors as wvec
 from nlpjax.models import sgns
 from nlpjax.tasks.base import Rows
 
