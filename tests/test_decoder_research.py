@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import json
 import re
 import shutil
 
@@ -517,3 +518,39 @@ def test_pause_windows_are_the_same_on_one_host_and_split_over_two():
     assert (whole["tokens"] == PAUSE).any()
     again = pipeline.lm_windows(tokens, 17, 4, 5, transform=transform)[2]
     np.testing.assert_array_equal(again["tokens"], whole["tokens"])  # a function of (seed, i)
+
+
+# -- nlpjax analyze ----------------------------------------------------------------------------
+
+
+def _analyze(capsys, *args):
+    code = cli.main(["analyze", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_analyze_refuses_a_bad_factor_and_a_missing_workdir(tmp_path, capsys):
+    code, _, err = _analyze(capsys, f"--workdir={tmp_path}", "--factor=0")
+    assert code == 2 and err.strip() == "error: --factor must be > 0, got 0.0"
+    code, _, err = _analyze(capsys, f"--workdir={tmp_path / 'nothing'}")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "nothing" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.slow
+def test_analyze_prints_and_writes_the_probes_of_a_checkpoint(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    train(load_config(TINY, {**ALL_FEATURES, "train.steps": "20"}), workdir)
+    capsys.readouterr()
+    code, out, err = _analyze(capsys, f"--workdir={workdir}", "--factor=2")
+    assert code == 0, err
+    assert "step 20, split validation: 2 registers, sink on" in out
+    saved = json.loads((workdir / "probes" / "step_20_probes.json").read_text())
+    params = restore_run(workdir)[0].state.params
+    task = LMTask(load_config(TINY, ALL_FEATURES), workdir)
+    expected = probes.probe_metrics(task.probe(nn.meta.unbox(params)), factor=2.0)
+    assert saved == pytest.approx(expected)
+    assert f"attn_register_mass {expected['attn_register_mass']:.4f}" in out
+    for name in ("step_20_attention.png", "step_20_norms.png"):
+        assert (workdir / "probes" / name).read_bytes()[:4] == b"\x89PNG"
