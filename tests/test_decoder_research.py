@@ -20,6 +20,7 @@ from nlpjax.errors import ConfigError, DataError
 from nlpjax.inference.decode import Generator, SamplingConfig, generate_uncached
 from nlpjax.inference.kv_cache import broadcast_cache, prefix_cache
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
+from nlpjax.tasks.base import make_loss_average
 from nlpjax.tasks.lm import LMTask, answer_matches
 from nlpjax.training.metrics import read_metrics
 from tests.conftest import TINY
@@ -554,3 +555,17 @@ def test_analyze_prints_and_writes_the_probes_of_a_checkpoint(tmp_path, capsys):
     assert f"attn_register_mass {expected['attn_register_mass']:.4f}" in out
     for name in ("step_20_attention.png", "step_20_norms.png"):
         assert (workdir / "probes" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow  # compiles the loss average and the probe
+def test_eval_probes_add_the_probe_means_to_the_default_evaluation():
+    plain = LMTask(load_config(TINY, {"model.num_registers": "2"}))
+    assert not hasattr(plain, "evaluate")  # without eval.probes: the loop's default
+    task = LMTask(load_config(TINY, {"model.num_registers": "2", "eval.probes": "True"}))
+    params = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0))["params"])
+    key = jax.random.PRNGKey(1)
+    got = task.evaluate(params, {"carry": {}, "step": 0}, key)
+    batches = jax.tree_util.tree_map(jnp.asarray, task.eval_batches())
+    default = task.eval_summary(make_loss_average(task)(params, batches, key))
+    means = {k: v for k, v in probes.probe_metrics(task.probe(params)).items() if "/" not in k}
+    assert got == default | means and got["attn_register_mass"] > 0
