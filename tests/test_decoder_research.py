@@ -177,6 +177,7 @@ def test_prefix_cache_holds_the_registers_keys_and_a_fresh_cache_does_not(with_p
     assert (np.abs(keys[:, :, :3]).sum(-1) > 0).all() and (keys[:, :, 3:] == 0).all()
 
 
+@pytest.mark.slow  # a Generator compiles its own step; the prefix reuse is tested above
 def test_generator_with_prefix_matches_uncached_generation():
     model, params = _build(num_registers=2, sink_token=True)  # learned positions
     prompt = np.asarray(_tokens()[:, :3])
