@@ -82,7 +82,7 @@ def base() -> ml_collections.ConfigDict:
         peak_tflops=0.0,
         microbatches=1,  # gradient accumulation: split each batch into k parts
     )
-    c.eval = dict(every=250, num_batches=50, seed=1234)
+    c.eval = dict(every=250, num_batches=50, seed=1234, probes=False)
     c.checkpoint = dict(every=500, max_to_keep=3, async_save=True)
     c.parallel = dict(mode="jit", devices=0, mesh="data:-1", rules="")
     return ml_collections.ConfigDict(c)

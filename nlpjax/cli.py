@@ -86,6 +86,17 @@ examples:
   nlpjax plot --workdir=/tmp/run1
   nlpjax plot --workdir=/tmp/run1 --output=/tmp/run1-curves.png"""
 
+ANALYZE_EPILOG = """\
+Probes of a decoder checkpoint on the split's first evaluation batch: mean attention of
+the tokens on position 0 (the sink token, or the first token) and on the registers, per
+layer and head; the fraction of token hidden states whose norm exceeds FACTOR x the
+median, per layer. Writes OUT_attention.png, OUT_norms.png and OUT_probes.json
+(default OUT: WORKDIR/probes/step_STEP).
+
+examples:
+  nlpjax analyze --workdir=/tmp/run1
+  nlpjax analyze --workdir=/tmp/run1 --step=500 --factor=5 --out=/tmp/probes/run1"""
+
 PLAN_EPILOG = """\
 Activations are what the backward pass keeps (the residuals of jax.vjp of the loss,
 traced, not run), shown without remat and with the configured model.remat. With
@@ -202,6 +213,20 @@ def _build_parser() -> argparse.ArgumentParser:
     plot = _subparser(sub, "plot", "write a PNG of the training curves", PLOT_EPILOG)
     plot.add_argument("--workdir", required=True)
     plot.add_argument("--output", default=None, help="default: WORKDIR/curves.png")
+
+    analyze = _subparser(
+        sub,
+        "analyze",
+        "attention-sink, register and outlier probes of a checkpoint",
+        ANALYZE_EPILOG,
+    )
+    analyze.add_argument("--workdir", required=True)
+    analyze.add_argument("--step", type=int, default=None, help="default: the latest")
+    analyze.add_argument("--split", default="validation")
+    analyze.add_argument(
+        "--factor", type=float, default=3.0, help="outlier: norm > FACTOR x median"
+    )
+    analyze.add_argument("--out", default=None, help="path prefix of the files written")
 
     plan = _subparser(sub, "plan", "memory per device for a config and mesh", PLAN_EPILOG)
     plan.usage = (
@@ -407,6 +432,43 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    import json
+
+    from nlpjax import api
+    from nlpjax.analysis import probes
+
+    if args.factor <= 0:
+        raise ValueError(f"--factor must be > 0, got {args.factor}")
+    _not_a_file(args.workdir, "--workdir")
+    trained = api.load(args.workdir, args.step)
+    probe_fn = getattr(trained.task, "probe", None)  # optional Task hook (decoder LMs)
+    if probe_fn is None:
+        raise ValueError(f"the {trained.config.task!r} task has no probes: analyze reads a decoder")
+    out = args.out or str(Path(args.workdir) / "probes" / f"step_{trained.step}")
+    _writable_dir(str(Path(out).parent), "--out's directory")
+    probe = probe_fn(trained.params, args.split)
+    metrics = probes.probe_metrics(probe, args.factor)
+    mass = probes.attention_mass(probe)
+    cfg = trained.config.model
+    print(
+        f"step {trained.step}, split {args.split}: {cfg.num_registers} registers, sink "
+        f"{'on' if cfg.sink_token else 'off'}, outliers: norm > {args.factor:g} x median"
+    )
+    for key in ("attn_first_mass", "attn_register_mass", "outlier_fraction"):
+        print(f"{key} {metrics[key]:.4f}")
+    print("layer head  first  registers")
+    layers, heads = mass["first"].shape
+    for layer in range(layers):
+        for head in range(heads):
+            first, registers = mass["first"][layer, head], mass["registers"][layer, head]
+            print(f"{layer:5d} {head:4d}  {first:.3f}  {registers:.3f}")
+    Path(f"{out}_probes.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    for path in [f"{out}_probes.json", *probes.plot_probe(probe, out)]:
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from nlpjax.analysis.curves import plot_curves
 
@@ -465,7 +527,9 @@ def _dispatch(args, overrides) -> int:
             return cmd_plan(args, overrides)
         if args.command == "data":
             return cmd_data(args, overrides)
-        return {"eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot}[args.command](args)
+        commands = {"eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot}
+        commands["analyze"] = cmd_analyze
+        return commands[args.command](args)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return DIVERGED_EXIT

@@ -110,6 +110,7 @@ class EvalConfig:
     every: int = 250
     num_batches: int = 50
     seed: int = 1234
+    probes: bool = False  # tasks with probes (decoder LMs) also log them at every eval
 
     def __post_init__(self):
         _check(self.every > 0, "eval.every must be > 0")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import json
 import re
 import shutil
 
@@ -19,6 +20,7 @@ from nlpjax.errors import ConfigError, DataError
 from nlpjax.inference.decode import Generator, SamplingConfig, generate_uncached
 from nlpjax.inference.kv_cache import broadcast_cache, prefix_cache
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
+from nlpjax.tasks.base import make_loss_average
 from nlpjax.tasks.lm import LMTask, answer_matches
 from nlpjax.training.metrics import read_metrics
 from tests.conftest import TINY
@@ -175,6 +177,7 @@ def test_prefix_cache_holds_the_registers_keys_and_a_fresh_cache_does_not(with_p
     assert (np.abs(keys[:, :, :3]).sum(-1) > 0).all() and (keys[:, :, 3:] == 0).all()
 
 
+@pytest.mark.slow  # a Generator compiles its own step; the prefix reuse is tested above
 def test_generator_with_prefix_matches_uncached_generation():
     model, params = _build(num_registers=2, sink_token=True)  # learned positions
     prompt = np.asarray(_tokens()[:, :3])
@@ -517,3 +520,53 @@ def test_pause_windows_are_the_same_on_one_host_and_split_over_two():
     assert (whole["tokens"] == PAUSE).any()
     again = pipeline.lm_windows(tokens, 17, 4, 5, transform=transform)[2]
     np.testing.assert_array_equal(again["tokens"], whole["tokens"])  # a function of (seed, i)
+
+
+# -- nlpjax analyze ----------------------------------------------------------------------------
+
+
+def _analyze(capsys, *args):
+    code = cli.main(["analyze", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_analyze_refuses_a_bad_factor_and_a_missing_workdir(tmp_path, capsys):
+    code, _, err = _analyze(capsys, f"--workdir={tmp_path}", "--factor=0")
+    assert code == 2 and err.strip() == "error: --factor must be > 0, got 0.0"
+    code, _, err = _analyze(capsys, f"--workdir={tmp_path / 'nothing'}")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "nothing" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.slow
+def test_analyze_prints_and_writes_the_probes_of_a_checkpoint(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    train(load_config(TINY, {**ALL_FEATURES, "train.steps": "20"}), workdir)
+    capsys.readouterr()
+    code, out, err = _analyze(capsys, f"--workdir={workdir}", "--factor=2")
+    assert code == 0, err
+    assert "step 20, split validation: 2 registers, sink on" in out
+    saved = json.loads((workdir / "probes" / "step_20_probes.json").read_text())
+    params = restore_run(workdir)[0].state.params
+    task = LMTask(load_config(TINY, ALL_FEATURES), workdir)
+    expected = probes.probe_metrics(task.probe(nn.meta.unbox(params)), factor=2.0)
+    assert saved == pytest.approx(expected)
+    assert f"attn_register_mass {expected['attn_register_mass']:.4f}" in out
+    for name in ("step_20_attention.png", "step_20_norms.png"):
+        assert (workdir / "probes" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow  # compiles the loss average and the probe
+def test_eval_probes_add_the_probe_means_to_the_default_evaluation():
+    plain = LMTask(load_config(TINY, {"model.num_registers": "2"}))
+    assert not hasattr(plain, "evaluate")  # without eval.probes: the loop's default
+    task = LMTask(load_config(TINY, {"model.num_registers": "2", "eval.probes": "True"}))
+    params = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0))["params"])
+    key = jax.random.PRNGKey(1)
+    got = task.evaluate(params, {"carry": {}, "step": 0}, key)
+    batches = jax.tree_util.tree_map(jnp.asarray, task.eval_batches())
+    default = task.eval_summary(make_loss_average(task)(params, batches, key))
+    means = {k: v for k, v in probes.probe_metrics(task.probe(params)).items() if "/" not in k}
+    assert got == default | means and got["attn_register_mass"] > 0

@@ -32,6 +32,7 @@ from nlpjax.inference.decode import Generator, SamplingConfig
 from nlpjax.inference.text_generator import TextGenerator
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
 from nlpjax.precision import resolve_dtype
+from nlpjax.tasks.base import make_loss_average
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -125,6 +126,11 @@ class LMTask:
         )
         self.model = Decoder(self.config.model)
         self.pause_id = pause_token_id(self.tokenizer, data) if data.uses_pauses else None
+        self._eval_host: dict[str, dict[str, np.ndarray]] = {}
+        self._eval_device: dict[str, Any] = {}
+        self._average = None
+        if config.eval.probes:  # the Task hook; without it the loop's default loss average
+            self.evaluate = self._evaluate_with_probes
 
     # -- data ---------------------------------------------------------------------------
 
@@ -344,8 +350,26 @@ class LMTask:
     def probe(self, params, split: str = "validation") -> probes.Probe:
         """Attention weights and hidden states on the split's first evaluation batch
         (``nlpjax.analysis.probes``: sink and register mass, outlier tokens, plots)."""
-        tokens = np.asarray(self.eval_batches(split)["tokens"])[0, :, :-1]
+        tokens = np.asarray(self._host_eval_batches(split)["tokens"])[0, :, :-1]
         return probes.collect(self.model, params, tokens)
+
+    def _host_eval_batches(self, split: str) -> dict[str, np.ndarray]:
+        if split not in self._eval_host:
+            self._eval_host[split] = self.eval_batches(split)
+        return self._eval_host[split]
+
+    def _evaluate_with_probes(self, params, extras, rng, split: str = "validation") -> dict:
+        """``evaluate`` with ``eval.probes``: the default loss average and summary, plus
+        the probes' means (``attn_first_mass``, ``attn_register_mass``,
+        ``outlier_fraction``) on the first evaluation batch."""
+        if split not in self._eval_device:
+            host = self._host_eval_batches(split)
+            self._eval_device[split] = jax.tree_util.tree_map(jnp.asarray, host)
+        if self._average is None:
+            self._average = make_loss_average(self)
+        summary = self.eval_summary(self._average(params, self._eval_device[split], rng))
+        found = probes.probe_metrics(self.probe(params, split))
+        return summary | {k: v for k, v in found.items() if "/" not in k}
 
     # -- bookkeeping ----------------------------------------------------------------------
 
