@@ -15,6 +15,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import traverse_util
 
@@ -344,3 +345,27 @@ def test_generate_refuses_a_task_without_a_generator(runs, capsys):
         "error: the 'proof' task has no text generator (nlpjax generate and "
         "Trained.generate serve tasks that define generator(params, sampling))"
     ]
+
+
+class WeightedProofTask(proof_task.ProofTask):
+    """The proof task with a loss weight per target (devices count different tokens)."""
+
+    def loss(self, params, carry, batch, rng, train):
+        tokens = batch["tokens"]
+        logits, carry = self.logits(params, carry, tokens)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
+        weights = (tokens[:, 1:] % 3 != 0).astype(jnp.float32)
+        total = jnp.sum(weights)
+        return jnp.sum(losses * weights) / total, ({"weight": total}, carry)
+
+
+def test_pmap_weights_each_device_by_its_tokens(tmp_path):
+    api.register_task("proof_weighted", WeightedProofTask)
+    losses = {}
+    for name in ("one device", "pmap"):
+        overrides = {**LAYOUTS[name], "train.steps": 6}
+        cfg = dataclasses.replace(proof_task.config(**overrides), task="proof_weighted")
+        workdir = tmp_path / name.replace(" ", "_")
+        api.train(cfg, workdir)
+        losses[name] = (_losses(workdir), *_final(workdir))
+    _close(losses["pmap"], losses["one device"], "pmap")

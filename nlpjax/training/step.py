@@ -163,8 +163,7 @@ def make_train_step(
                 grad_fn, state.params, state.carry, batch, rng, microbatches
             )
         if axis_name is not None:
-            loss, metrics = jax.lax.pmean((loss, metrics), axis_name)
-            grads = mean_over_devices(grads, axis_name)
+            loss, metrics, grads = mean_over_devices(loss, metrics, grads, axis_name)
             if sparse:  # the update reads the ids of every device's batch
                 batch = jax.lax.all_gather(batch, axis_name, tiled=True)
         grad_norm = optax.tree.norm(_dense_values(grads))
@@ -209,23 +208,34 @@ def sparse_gradients(loss_fn: Callable, index: dict, params, carry, batch, rng):
     return value, traverse_util.unflatten_dict(grads, sep="/")
 
 
-def mean_over_devices(grads, axis_name: str):
-    """pmean of dense gradients; ``Rows`` are gathered from every device (their ids
-    differ per device) with values divided by the device count, which is the mean."""
-    rows = jax.tree_util.tree_leaves(grads, is_leaf=lambda x: isinstance(x, Rows))
-    if not any(isinstance(x, Rows) for x in rows):
-        return jax.lax.pmean(grads, axis_name)
-    n = jax.lax.psum(1, axis_name)
+def mean_over_devices(loss, metrics: dict, grads, axis_name: str):
+    """The loss, metrics and gradients of the whole batch from each device's part (pmap).
+
+    Each device's numbers are weighted by its share of ``metrics["weight"]`` (tokens that
+    carry loss), so the result is the weighted mean over the whole batch, as in jit mode,
+    also when devices count different tokens (loss weights, padding); the weight itself
+    becomes the total. ``Rows`` are gathered from every device (their ids differ per
+    device), their values scaled by the same share.
+    """
+    weight = metrics.get("weight", jnp.asarray(1.0, jnp.float32))
+    total = jax.lax.psum(weight, axis_name)
+    share = weight / total
 
     def one(g):
         if isinstance(g, Rows):
             return Rows(
                 jax.lax.all_gather(g.ids, axis_name, tiled=True),
-                jax.lax.all_gather(g.values, axis_name, tiled=True) / n,
+                jax.lax.all_gather(g.values * share.astype(g.values.dtype), axis_name, tiled=True),
             )
-        return jax.lax.pmean(g, axis_name)
+        return jax.lax.psum(g * share.astype(g.dtype), axis_name)
 
-    return jax.tree_util.tree_map(one, grads, is_leaf=lambda x: isinstance(x, Rows))
+    grads = jax.tree_util.tree_map(one, grads, is_leaf=lambda x: isinstance(x, Rows))
+    loss, metrics = jax.lax.psum(
+        jax.tree_util.tree_map(lambda x: x * share, (loss, metrics)), axis_name
+    )
+    if "weight" in metrics:
+        metrics["weight"] = total
+    return loss, metrics, grads
 
 
 def _dense_values(grads):
