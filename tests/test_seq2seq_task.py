@@ -61,3 +61,48 @@ def test_a_prompt_longer_than_the_source_length_is_a_one_line_error(trained, cap
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ")
     assert "more than the 24 the model takes (data.source_length)" in err[0]
     assert sorted(os.listdir(trained)) == before
+
+
+def test_evaluation_loss_is_plain_cross_entropy_and_training_loss_is_smoothed():
+    """The loss with label smoothing in training, without it in evaluation (so eval
+    perplexity is a perplexity), on a hand-made batch with padding weighted out."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nlpjax.data.seq2seq_pipeline import features
+    from nlpjax.models.t5 import T5, T5Config, token_losses
+
+    task = Seq2SeqTask.__new__(Seq2SeqTask)  # the loss needs only config and model
+    cfg = T5Config(
+        vocab_size=11,
+        d_model=8,
+        num_heads=2,
+        head_dim=4,
+        d_ff=16,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dtype="float32",
+    )
+    task.model = T5(cfg)
+    task.config = type("C", (), {"model": cfg, "data": Seq2SeqDataConfig(label_smoothing=0.2)})
+    batch = features(
+        np.array([[3, 4, 1, 0]]),
+        np.array([[1, 1, 1, 0]]),
+        np.array([[5, 6, 1, 0]]),
+        np.array([[1, 1, 1, 0]]),
+        start_id=0,
+    )
+    params = task.model.init(jax.random.PRNGKey(0), batch["inputs"], batch["decoder_inputs"])[
+        "params"
+    ]
+    train_loss, (metrics, _) = task.loss(params, {}, batch, jax.random.PRNGKey(1), True)
+    eval_loss, _ = task.loss(params, {}, batch, None, False)
+    logits = task.model.apply({"params": params}, batch["inputs"], batch["decoder_inputs"])
+    plain = token_losses(logits, jnp.asarray(batch["targets"]))[0][0, :3].mean()
+    smooth = token_losses(logits, jnp.asarray(batch["targets"]), label_smoothing=0.2)[0][
+        0, :3
+    ].mean()
+    assert float(metrics["weight"]) == 3.0
+    np.testing.assert_allclose(eval_loss, plain, rtol=1e-5)
+    np.testing.assert_allclose(train_loss, smooth, rtol=1e-5)

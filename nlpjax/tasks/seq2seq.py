@@ -96,6 +96,7 @@ class Seq2SeqTask:
         self.config = dataclasses.replace(config, model=model)
         self.model = T5(model)
         self._average = None
+        self._eval_data: dict[str, tuple[dict, list]] = {}
 
     # -- data ---------------------------------------------------------------------------
 
@@ -171,8 +172,13 @@ class Seq2SeqTask:
             train=train,
             rngs=rngs,
         )
+        # Evaluation reports the plain cross-entropy (a true perplexity): smoothing and
+        # z-loss shape training only.
         loss_BT, _ = token_losses(
-            logits_BTV, batch["targets"], label_smoothing=data.label_smoothing, z_loss=data.z_loss
+            logits_BTV,
+            batch["targets"],
+            label_smoothing=data.label_smoothing if train else 0.0,
+            z_loss=data.z_loss if train else 0.0,
         )
         weights_BT = batch["targets_mask"].astype(jnp.float32)
         weight = jnp.sum(weights_BT)
@@ -188,10 +194,12 @@ class Seq2SeqTask:
         chrF on the detokenized text) when it is installed."""
         if self._average is None:
             self._average = make_loss_average(self)
-        summary = self.eval_summary(self._average(params, self.eval_batches(split), rng))
-        n = self.config.data.bleu_examples
-        if n:
-            pairs = self.pairs(split)[:n]
+        if split not in self._eval_data:  # read and tokenized once per split
+            n = self.config.data.bleu_examples
+            self._eval_data[split] = (self.eval_batches(split), self.pairs(split)[:n] if n else [])
+        batches, pairs = self._eval_data[split]
+        summary = self.eval_summary(self._average(params, batches, rng))
+        if pairs:
             hypotheses = self.translator(params).translate([s for s, _ in pairs], self._max_len())
             summary.update(score_translations(hypotheses, [t for _, t in pairs]))
         return summary
