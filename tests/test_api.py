@@ -128,8 +128,8 @@ def test_unknown_task_lists_the_known_ones_and_keeps_the_workdir(trained, capsys
     )
     assert code == 2
     assert err.strip().splitlines() == [
-        "error: unknown task 'lmm'; known tasks: lm, sgns (set the config's 'task' to one of "
-        "them, or register yours with nlpjax.register_task)"
+        f"error: unknown task 'lmm'; known tasks: {', '.join(sorted(TASKS))} (set the "
+        "config's 'task' to one of them, or register yours with nlpjax.register_task)"
     ]
     assert _snapshot(workdir) == before
 

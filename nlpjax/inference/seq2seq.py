@@ -7,6 +7,7 @@ decode=True)`` with a ``cache`` collection, and ``config.max_target_len`` /
 ``config.vocab_size``. Source id ``pad_id`` is padding (never attended to).
 """
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -20,6 +21,7 @@ from nlpjax.inference.prompt import encode_prompt
 from nlpjax.inference.search import beam_search, sample_loop
 
 GREEDY = SamplingConfig(temperature=0.0)
+_log = logging.getLogger(__name__)
 
 
 class Seq2SeqGenerator:
@@ -230,11 +232,18 @@ class Seq2SeqTextGenerator:
         self, texts: Sequence[str], max_len: int, batch_size: int = 64, seed: int = 0
     ) -> list[str]:
         """Outputs for many inputs, ``batch_size`` at a time (padded to a multiple of 8
-        tokens, so few shapes compile). Unknown text is encoded as ``<unk>`` here."""
-        outputs = []
+        tokens, so few shapes compile). Unknown text is encoded as ``<unk>`` here, and an
+        input longer than ``max_source_len`` is cut (its end id kept), as the training
+        data is; how many were cut is logged."""
+        outputs, cut = [], 0
         for lo in range(0, len(texts), batch_size):
             chunk = texts[lo : lo + batch_size]
-            rows = [self._with_eos(self.tokenizer.encode(self.prefix + t), t) for t in chunk]
+            rows = []
+            for text in chunk:
+                ids = self.tokenizer.encode(self.prefix + text)
+                cut += len(ids) >= self.max_source_len
+                ids = ids[: self.max_source_len - 1]
+                rows.append(self._with_eos(ids, text))
             width = -(-max(len(r) for r in rows) // 8) * 8
             sources = np.zeros((batch_size, width), np.int32)  # full batches: one shape
             for i, row in enumerate(rows):
@@ -243,6 +252,14 @@ class Seq2SeqTextGenerator:
             outputs += [
                 self.tokenizer.decode(output_ids(o, self.eos_id)) for o in decoded[: len(rows)]
             ]
+        if cut:
+            limit = self.max_source_len
+            _log.info(
+                "translate: %d of %d inputs were over %d tokens and were cut",
+                cut,
+                len(texts),
+                limit,
+            )
         return outputs
 
 

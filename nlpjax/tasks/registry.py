@@ -7,9 +7,10 @@ outside nlpjax joins with ``register_task`` (``nlpjax.register_task``).
 
 from nlpjax.errors import ConfigError
 from nlpjax.tasks.lm import LMTask
+from nlpjax.tasks.seq2seq import Seq2SeqTask
 from nlpjax.tasks.sgns import SGNSTask
 
-TASKS: dict[str, type] = {"lm": LMTask, "sgns": SGNSTask}
+TASKS: dict[str, type] = {"lm": LMTask, "seq2seq": Seq2SeqTask, "sgns": SGNSTask}
 
 
 def register_task(name: str, task_cls: type) -> type:

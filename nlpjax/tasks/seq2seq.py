@@ -1,0 +1,278 @@
+"""Supervised text-to-text task: T5 on a parallel corpus (Multi30k German -> English).
+
+Raffel et al., 2020 (T5), https://arxiv.org/abs/1910.10683. Every source gets a task
+prefix ("translate German to English: "); pairs are packed into fixed (B, S) + (B, T)
+rows with segment ids (``data.seq2seq_pipeline``); the loss is the per-token
+cross-entropy of the targets (optional label smoothing and z-loss). ``evaluate`` reports
+the validation loss and, with ``data.bleu_examples`` > 0, greedy translations of that
+many examples scored with sacrebleu's BLEU and chrF when sacrebleu is installed.
+"""
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import grain
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from nlpjax.config import Config
+from nlpjax.data import inspect, pipeline, seq2seq_pipeline
+from nlpjax.data.sources import default_fields, open_text
+from nlpjax.data.tokenizers import (
+    TokenizerConfig,
+    build_tokenizer,
+    restore_or_build,
+    save_tokenizer,
+)
+from nlpjax.errors import ConfigError
+from nlpjax.inference.seq2seq import Seq2SeqGenerator, Seq2SeqTextGenerator
+from nlpjax.models.t5 import T5, T5Config, flops_per_token, token_losses
+from nlpjax.precision import resolve_dtype
+from nlpjax.tasks.base import make_loss_average
+
+TOKENIZER_FILE = "tokenizer.json"
+_log = logging.getLogger(__name__)
+_warned: list[bool] = []  # the missing-sacrebleu warning is given once
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqDataConfig:
+    """Corpus, tokenizer, batch shape and loss options of a text-to-text run."""
+
+    dataset: str = "parallel_corpus/multi30k_de_en"
+    tokenizer: TokenizerConfig = TokenizerConfig(kind="sentencepiece", vocab_size=8000)
+    prefix: str = "translate German to English: "
+    source_length: int = 64  # tokens per packed source row (prefix and end id included)
+    target_length: int = 64
+    batch_size: int = 32
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0
+    bleu_examples: int = 0  # evaluate: greedy-translate this many examples (0: loss only)
+    tfds_data_dir: str = ""
+    prefetch: int = 4
+
+    def __post_init__(self):
+        for key in ("source_length", "target_length", "batch_size"):
+            if getattr(self, key) <= 1:
+                raise ConfigError(f"data.{key} must be > 1, got {getattr(self, key)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"data.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.z_loss < 0 or self.bleu_examples < 0:
+            raise ConfigError("data.z_loss and data.bleu_examples must be >= 0")
+
+
+class Seq2SeqTask:
+    """T5 on (source, target) text pairs (see ``nlpjax.tasks.base.Task``)."""
+
+    model_config_cls = T5Config
+    data_config_cls = Seq2SeqDataConfig
+
+    def __init__(self, config: Config, workdir: epath.PathLike | None = None):
+        data = config.data
+        self.config = config
+        self.fields = default_fields(data.dataset, data.tfds_data_dir)
+        if len(self.fields) != 2:
+            raise ConfigError(
+                f"data.dataset={data.dataset!r} has fields {self.fields}, not a (source, "
+                "target) pair; use a parallel corpus, e.g. parallel_corpus/multi30k_de_en"
+            )
+        saved = epath.Path(workdir) / TOKENIZER_FILE if workdir else None
+        self._tokenizer_file = str(saved or TOKENIZER_FILE)
+        texts = self._tokenizer_texts
+        cfg = data.tokenizer
+        self.tokenizer = (
+            restore_or_build(saved, cfg, texts) if saved else build_tokenizer(cfg, texts())
+        )
+        vocab = self.tokenizer.vocab_size
+        if config.model.vocab_size not in (0, vocab):
+            raise ConfigError(
+                f"model.vocab_size={config.model.vocab_size} but the tokenizer has {vocab} "
+                "tokens; set model.vocab_size=0 to take it from the tokenizer"
+            )
+        model = dataclasses.replace(config.model, vocab_size=vocab)
+        self.config = dataclasses.replace(config, model=model)
+        self.model = T5(model)
+        self._average = None
+        self._eval_data: dict[str, tuple[dict, list]] = {}
+
+    # -- data ---------------------------------------------------------------------------
+
+    def _tokenizer_texts(self) -> list[str]:
+        pairs = open_text(self.config.data.dataset, "train", self.config.data.tfds_data_dir)
+        return [pairs[i][f] for i in range(len(pairs)) for f in self.fields]
+
+    def pairs(self, split: str) -> list[tuple[str, str]]:
+        """The split's (source, target) texts, in order."""
+        source = open_text(self.config.data.dataset, split, self.config.data.tfds_data_dir)
+        src, tgt = self.fields
+        return [(source[i][src], source[i][tgt]) for i in range(len(source))]
+
+    def _batches(self, split: str, seed: int, shuffle: bool = True) -> grain.IterDataset:
+        data, (src, _) = self.config.data, self.fields
+        shard = pipeline.Shard.this_host()
+        if data.batch_size % shard.count:
+            raise ConfigError(f"data.batch_size={data.batch_size} does not split over hosts")
+        source = open_text(data.dataset, split, data.tfds_data_dir)
+        ds = pipeline.epochs(source, seed, shard, shuffle=shuffle)
+        ds = ds.map(lambda ex: {**ex, src: data.prefix + ex[src]})
+        examples = seq2seq_pipeline.pair_examples(
+            ds,
+            self.tokenizer.encode,
+            self.fields,
+            data.source_length,
+            data.target_length,
+            self.tokenizer.eos_id,
+        )
+        return seq2seq_pipeline.packed_batches(
+            examples,
+            source_length=data.source_length,
+            target_length=data.target_length,
+            batch_size=data.batch_size // shard.count,
+            start_id=self.tokenizer.pad_id,
+            seed=seed,
+        )
+
+    def train_iterator(self) -> grain.DatasetIterator:
+        return pipeline.iterator(
+            self._batches("train", self.config.seed),
+            self.config.data.prefetch,
+            vocabulary=self.tokenizer,
+            vocab_file=self._tokenizer_file,
+        )
+
+    def eval_batches(self, split: str = "validation") -> dict[str, np.ndarray]:
+        """``eval.num_batches`` fixed packed batches of ``split`` (the first pairs, in order)."""
+        it = iter(self._batches(split, self.config.eval.seed, shuffle=False))
+        return pipeline.stack_batches([next(it) for _ in range(self.config.eval.num_batches)])
+
+    # -- model and loss -------------------------------------------------------------------
+
+    def init(self, rng) -> Any:
+        data = self.config.data
+        source = jnp.zeros((1, data.source_length), jnp.int32)
+        return self.model.init(rng, source, jnp.zeros((1, data.target_length), jnp.int32))
+
+    def init_carry(self) -> dict:
+        return {}
+
+    def loss(self, params, carry, batch, rng, train: bool):
+        data = self.config.data
+        rngs = {"dropout": rng} if train and self.config.model.dropout > 0 else None
+        logits_BTV = self.model.apply(
+            {"params": params},
+            batch["inputs"],
+            batch["decoder_inputs"],
+            source_segments_BS=batch["inputs_segment_ids"],
+            source_positions_BS=batch["inputs_positions"],
+            target_segments_BT=batch["targets_segment_ids"],
+            target_positions_BT=batch["targets_positions"],
+            train=train,
+            rngs=rngs,
+        )
+        # Evaluation reports the plain cross-entropy (a true perplexity): smoothing and
+        # z-loss shape training only.
+        loss_BT, _ = token_losses(
+            logits_BTV,
+            batch["targets"],
+            label_smoothing=data.label_smoothing if train else 0.0,
+            z_loss=data.z_loss if train else 0.0,
+        )
+        weights_BT = batch["targets_mask"].astype(jnp.float32)
+        weight = jnp.sum(weights_BT)
+        return jnp.sum(loss_BT * weights_BT) / jnp.maximum(weight, 1.0), ({"weight": weight}, carry)
+
+    def eval_summary(self, metrics: dict) -> dict:
+        loss = float(metrics["loss"])
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+    def evaluate(self, params, extras: dict, rng, split: str = "validation") -> dict[str, float]:
+        """The loss average over ``eval_batches(split)``; with ``data.bleu_examples``, the
+        greedy translations of the split's first examples, scored by sacrebleu (BLEU and
+        chrF on the detokenized text) when it is installed."""
+        if self._average is None:
+            self._average = make_loss_average(self)
+        if split not in self._eval_data:  # read and tokenized once per split
+            n = self.config.data.bleu_examples
+            self._eval_data[split] = (self.eval_batches(split), self.pairs(split)[:n] if n else [])
+        batches, pairs = self._eval_data[split]
+        summary = self.eval_summary(self._average(params, batches, rng))
+        if pairs:
+            hypotheses = self.translator(params).translate([s for s, _ in pairs], self._max_len())
+            summary.update(score_translations(hypotheses, [t for _, t in pairs]))
+        return summary
+
+    def _max_len(self) -> int:
+        return min(self.config.data.target_length, self.config.model.max_target_len)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def global_batch_size(self) -> int:
+        return self.config.data.batch_size
+
+    def tokens_per_batch(self) -> int:
+        data = self.config.data
+        return data.batch_size * (data.source_length + data.target_length)
+
+    def compute_dtype(self) -> str:
+        return resolve_dtype(self.config.model.dtype).name
+
+    def flops_per_token(self) -> float:
+        data = self.config.data
+        return flops_per_token(self.config.model, data.source_length, data.target_length)
+
+    def save_assets(self, directory: epath.PathLike) -> None:
+        save_tokenizer(self.tokenizer, epath.Path(directory) / TOKENIZER_FILE)
+
+    def model_signature(self) -> dict:
+        return {"task": self.config.task, "model": self.config.model.signature()}
+
+    # -- faces ----------------------------------------------------------------------------
+
+    def translator(self, params, sampling=None, beam_size: int = 1) -> Seq2SeqTextGenerator:
+        """Text in, text out for ``params`` (greedy unless ``sampling``/``beam_size``)."""
+        tokens = Seq2SeqGenerator(
+            self.model,
+            params,
+            eos_id=self.tokenizer.eos_id,
+            start_id=self.tokenizer.pad_id,
+            pad_id=self.tokenizer.pad_id,
+            banned_ids=self.tokenizer.non_text_ids(),
+        )
+        kwargs = {} if sampling is None else {"sampling": sampling}
+        return Seq2SeqTextGenerator(
+            tokens,
+            self.tokenizer,
+            self._tokenizer_file,
+            max_source_len=self.config.data.source_length,
+            prefix=self.config.data.prefix,
+            beam_size=beam_size,
+            **kwargs,
+        )
+
+    def generator(self, params, sampling) -> Seq2SeqTextGenerator:
+        """The ``nlpjax generate`` face: the prompt is the source text."""
+        return self.translator(params, sampling)
+
+    def describe_data(self, split: str, num_examples: int) -> str:
+        return inspect.report(self, split, num_examples)
+
+
+def score_translations(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """sacrebleu's corpus BLEU and chrF (cased, detokenized text), if sacrebleu is
+    installed; otherwise only the exact-match rate (and a warning, once)."""
+    exact = float(np.mean([h == r for h, r in zip(hypotheses, references, strict=True)]))
+    try:
+        import sacrebleu
+    except ImportError:
+        if not _warned:
+            _warned.append(True)
+            _log.warning("sacrebleu is not installed: no BLEU/chrF (pip install sacrebleu)")
+        return {"exact_match": exact}
+    return {
+        "bleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score),
+        "chrf": float(sacrebleu.corpus_chrf(hypotheses, [references]).score),
+        "exact_match": exact,
+    }

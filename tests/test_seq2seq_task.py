@@ -1,0 +1,108 @@
+"""The T5 text-to-text task on Multi30k: config checks, a tiny run through the CLI
+(train, eval on test_2016, generate), and a too-long prompt as a one-line error."""
+
+import os
+
+import pytest
+
+from nlpjax import cli
+from nlpjax.config import ConfigError
+from nlpjax.tasks.registry import TASKS
+from nlpjax.tasks.seq2seq import Seq2SeqDataConfig, Seq2SeqTask, score_translations
+from tests.conftest import REPO
+
+TINY = str(REPO / "experiments" / "t5_multi30k.py") + ":tiny"
+QUIET = "--config.train.progress=false"
+
+
+def test_the_task_is_registered_and_bad_data_settings_are_config_errors():
+    assert TASKS["seq2seq"] is Seq2SeqTask
+    with pytest.raises(ConfigError, match="data.source_length must be > 1"):
+        Seq2SeqDataConfig(source_length=0)
+    with pytest.raises(ConfigError, match="data.label_smoothing must be in"):
+        Seq2SeqDataConfig(label_smoothing=1.0)
+
+
+def test_translations_score_exact_matches_without_sacrebleu():
+    scores = score_translations(["A dog.", "A cat."], ["A dog.", "Two cats."])
+    assert scores["exact_match"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("t5") / "run"
+    code = cli.main(["train", f"--config={TINY}", f"--workdir={workdir}", QUIET])
+    assert code == 0
+    return workdir
+
+
+@pytest.mark.slow  # builds Multi30k and a SentencePiece model, trains and decodes: ~60 s
+def test_tiny_t5_trains_evaluates_and_translates(trained, capsys):
+    from nlpjax.training.metrics import read_metrics
+
+    rows = [r for r in read_metrics(trained) if "eval/loss" in r]
+    assert [r["step"] for r in rows] == [10, 20] and rows[-1]["eval/loss"] < rows[0]["eval/loss"]
+    assert "eval/exact_match" in rows[-1]
+    capsys.readouterr()
+    assert cli.main(["eval", f"--workdir={trained}", "--split=test_2016"]) == 0
+    assert "eval/loss" in capsys.readouterr().out
+    code = cli.main(
+        ["generate", f"--workdir={trained}", "--prompt=Ein Mann.", "--max_new_tokens=5"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("Ein Mann.") and len(out.strip()) > len("Ein Mann.")
+
+
+@pytest.mark.slow
+def test_a_prompt_longer_than_the_source_length_is_a_one_line_error(trained, capsys):
+    before = sorted(os.listdir(trained))
+    code = cli.main(["generate", f"--workdir={trained}", "--prompt=" + "Ein Mann " * 10])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ")
+    assert "more than the 24 the model takes (data.source_length)" in err[0]
+    assert sorted(os.listdir(trained)) == before
+
+
+def test_evaluation_loss_is_plain_cross_entropy_and_training_loss_is_smoothed():
+    """The loss with label smoothing in training, without it in evaluation (so eval
+    perplexity is a perplexity), on a hand-made batch with padding weighted out."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nlpjax.data.seq2seq_pipeline import features
+    from nlpjax.models.t5 import T5, T5Config, token_losses
+
+    task = Seq2SeqTask.__new__(Seq2SeqTask)  # the loss needs only config and model
+    cfg = T5Config(
+        vocab_size=11,
+        d_model=8,
+        num_heads=2,
+        head_dim=4,
+        d_ff=16,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dtype="float32",
+    )
+    task.model = T5(cfg)
+    task.config = type("C", (), {"model": cfg, "data": Seq2SeqDataConfig(label_smoothing=0.2)})
+    batch = features(
+        np.array([[3, 4, 1, 0]]),
+        np.array([[1, 1, 1, 0]]),
+        np.array([[5, 6, 1, 0]]),
+        np.array([[1, 1, 1, 0]]),
+        start_id=0,
+    )
+    params = task.model.init(jax.random.PRNGKey(0), batch["inputs"], batch["decoder_inputs"])[
+        "params"
+    ]
+    train_loss, (metrics, _) = task.loss(params, {}, batch, jax.random.PRNGKey(1), True)
+    eval_loss, _ = task.loss(params, {}, batch, None, False)
+    logits = task.model.apply({"params": params}, batch["inputs"], batch["decoder_inputs"])
+    plain = token_losses(logits, jnp.asarray(batch["targets"]))[0][0, :3].mean()
+    smooth = token_losses(logits, jnp.asarray(batch["targets"]), label_smoothing=0.2)[0][
+        0, :3
+    ].mean()
+    assert float(metrics["weight"]) == 3.0
+    np.testing.assert_allclose(eval_loss, plain, rtol=1e-5)
+    np.testing.assert_allclose(train_loss, smooth, rtol=1e-5)
