@@ -38,7 +38,7 @@ def _sigmoid(x):
 
 def numpy_step(cell, p, carry, x):
     """One step of each cell written out from its textbook equations (float64)."""
-    wi, b, wh = (np.asarray(p[k], np.float64) for k in ("wi", "bias", "wh"))
+    wi, b, wh = (np.asarray(p[k], np.float64) for k in ("input_kernel", "bias", "recurrent_kernel"))
     if cell == "lstm":
         c, h = carry
         z = x @ wi + b + h @ wh
@@ -47,7 +47,7 @@ def numpy_step(cell, p, carry, x):
         return c, _sigmoid(o) * np.tanh(c)
     if cell == "gru":
         (h,) = carry
-        bh = np.asarray(p["bh"], np.float64)
+        bh = np.asarray(p["recurrent_bias"], np.float64)
 
         def block(w, k):
             return w[..., k * D : (k + 1) * D]
@@ -111,8 +111,8 @@ def test_lstm_forget_bias_starts_at_one_and_params_carry_logical_axes():
     boxed = layer.init(jax.random.PRNGKey(0), _inputs(), zero_carry("lstm", B, D))["params"]
     bias = np.asarray(nn.meta.unbox(boxed)["bias"])
     np.testing.assert_array_equal(bias, np.r_[np.zeros(D), np.ones(D), np.zeros(2 * D)])
-    assert boxed["wi"].names == ("embed", "mlp")
-    assert boxed["wh"].names == (None, "mlp")
+    assert boxed["input_kernel"].names == ("embed", "mlp")
+    assert boxed["recurrent_kernel"].names == (None, "mlp")
 
 
 def _scan_bodies(jaxpr):
@@ -149,9 +149,9 @@ def test_only_the_recurrent_matmul_runs_inside_the_forward_and_backward_scans(ce
 def test_hand_written_backward_equals_autodiff_of_the_reference_scan(cell):
     rng = np.random.default_rng(8)
     G = GATES[cell] * D
-    params = {"wh": rng.normal(size=(D, G)).astype(np.float32) * 0.5}
+    params = {"recurrent_kernel": rng.normal(size=(D, G)).astype(np.float32) * 0.5}
     if cell == "gru":
-        params["bh"] = rng.normal(size=(G,)).astype(np.float32)
+        params["recurrent_bias"] = rng.normal(size=(G,)).astype(np.float32)
     carry = tuple(rng.normal(size=(B, D)).astype(np.float32) for _ in zero_carry(cell, B, D))
     gx_LBG = rng.normal(size=(L, B, G)).astype(np.float32)
     w_LBD, w_BD = rng.normal(size=(L, B, D)), rng.normal(size=(B, D))
@@ -188,11 +188,11 @@ def test_two_layer_stack_equals_pytorch_with_copied_weights(cell):
         def w(name, k=k):
             return getattr(ref, f"{name}_l{k}").detach().numpy()
 
-        layer = {"wi": w("weight_ih").T, "wh": w("weight_hh").T}
+        layer = {"input_kernel": w("weight_ih").T, "recurrent_kernel": w("weight_hh").T}
         if cell == "lstm":
             layer["bias"] = w("bias_ih") + w("bias_hh")
         else:
-            layer["bias"], layer["bh"] = w("bias_ih"), w("bias_hh")
+            layer["bias"], layer["recurrent_bias"] = w("bias_ih"), w("bias_hh")
         params[f"layer_{k}"] = layer
     x_LBD = np.array(_inputs())
     carry, h_LBD = RNNStack(cfg).apply({"params": params}, jnp.asarray(x_LBD), init_carry(cfg, B))
@@ -228,7 +228,9 @@ def test_bidirectional_equals_two_layers_forward_and_on_the_reversed_input(cell)
     params = jax.jit(stack.init)(jax.random.PRNGKey(0), x_LBD, init_carry(cfg, B))
     carry, h_LBD = jax.jit(stack.apply)(params, x_LBD, init_carry(cfg, B), mask_LB)
     p = nn.meta.unbox(params)["params"]["layer_0"]
-    assert not np.allclose(p["forward"]["wh"], p["backward"]["wh"])  # separate parameters
+    assert not np.allclose(
+        p["forward"]["recurrent_kernel"], p["backward"]["recurrent_kernel"]
+    )  # separate parameters
     zeros = (np.zeros((1, D)),) * len(carry[0][0])
     for b, n in enumerate(LENGTHS):  # forward, and each sequence's own tokens reversed
         x_L1D = x_LBD[:n, b : b + 1]

@@ -7,8 +7,9 @@ outside nlpjax joins with ``register_task`` (``nlpjax.register_task``).
 
 from nlpjax.errors import ConfigError
 from nlpjax.tasks.lm import LMTask
+from nlpjax.tasks.rnn import RNNLMTask
 
-TASKS: dict[str, type] = {"lm": LMTask}
+TASKS: dict[str, type] = {"lm": LMTask, "rnn_lm": RNNLMTask}
 
 
 def register_task(name: str, task_cls: type) -> type:
