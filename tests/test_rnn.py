@@ -432,3 +432,22 @@ def test_search_step_follows_each_beam_row_like_teacher_forcing(seq2seq):
         out_N1V, cache = step(jnp.repeat(tgt[:, t : t + 1], width, axis=0), cache)
         want = np.repeat(np.asarray(logits[:, t : t + 1]), width, axis=0)
         np.testing.assert_allclose(out_N1V, want, atol=1e-5)
+
+
+@pytest.mark.slow  # three while-loop searches per score: ~10 s of compilation here
+def test_beam_search_of_width_one_equals_greedy_decoding(seq2seq):
+    """The shared searches (inference/search.py) drive the RNN through search_step."""
+    from nlpjax.inference.decode import SamplingConfig
+    from nlpjax.inference.search import beam_search, sample_loop
+
+    model, _, params, src, _ = seq2seq
+    step = search_step(model, params)
+    kw = {"start_id": 1, "eos_id": 2}
+    greedy = sample_loop(
+        step, search_cache(model, params, src, MASK_BL), B, 7,
+        sampling=SamplingConfig(temperature=0.0), rng=jax.random.PRNGKey(0), **kw,
+    )  # fmt: skip
+    beams, _ = beam_search(step, search_cache(model, params, src, MASK_BL, 1), B, 1, 7, **kw)
+    np.testing.assert_array_equal(beams[:, 0], greedy)
+    wide, scores = beam_search(step, search_cache(model, params, src, MASK_BL, 3), B, 3, 7, **kw)
+    assert wide.shape == (B, 3, 7) and np.all(np.diff(np.asarray(scores), axis=1) <= 0)
