@@ -108,7 +108,8 @@ def test_cell_matches_numpy_equations_one_step_and_a_sequence(cell):
 
 def test_lstm_forget_bias_starts_at_one_and_params_carry_logical_axes():
     layer = RecurrentLayer("lstm", D)
-    boxed = layer.init(jax.random.PRNGKey(0), _inputs(), zero_carry("lstm", B, D))["params"]
+    boxed = jax.jit(layer.init)(jax.random.PRNGKey(0), _inputs(), zero_carry("lstm", B, D))
+    boxed = boxed["params"]
     bias = np.asarray(nn.meta.unbox(boxed)["bias"])
     np.testing.assert_array_equal(bias, np.r_[np.zeros(D), np.ones(D), np.zeros(2 * D)])
     assert boxed["input_kernel"].names == ("embed", "mlp")
@@ -244,8 +245,8 @@ def test_bidirectional_equals_two_layers_forward_and_on_the_reversed_input(cell)
 
 
 @pytest.mark.parametrize(
-    "cell", ["lstm", "gru", pytest.param("elman", marks=pytest.mark.slow)]
-)  # elman's carry is shaped like gru's
+    "cell", ["lstm"] + [pytest.param(c, marks=pytest.mark.slow) for c in ("gru", "elman")]
+)  # the rnn_lm task's test covers the carry through real streams
 def test_lm_carry_continues_a_sequence_split_in_two(cell):
     cfg = RNNConfig(vocab_size=7, cell=cell, num_layers=2, d_hidden=D, d_embed=3)
     model = RNNLM(cfg)
@@ -420,6 +421,7 @@ def test_gradients_on_a_sharded_mesh_equal_the_one_device_gradients(rules):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, expected)
 
 
+@pytest.mark.slow  # the beam search test (slow) drives search_step too
 def test_search_step_follows_each_beam_row_like_teacher_forcing(seq2seq):
     """The cache repeats each source W times; every beam row then decodes like its source."""
     model, apply, params, src, tgt = seq2seq
