@@ -64,3 +64,30 @@ def test_bidirectional_language_model_is_refused_with_exit_2(tmp_path, capsys):
     assert code == 2
     assert err[-1].startswith("error: model.bidirectional=true: a language model reads")
     assert not (workdir / "checkpoints").exists()
+
+
+def _losses(workdir) -> list[float]:
+    from nlpjax.training.metrics import read_metrics
+
+    return [r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r]
+
+
+@pytest.mark.slow  # three tiny trainings
+@pytest.mark.parametrize("layout", ["data:8", "data:2,fsdp:2,tensor:2", "pmap"])
+def test_eight_devices_train_like_one_and_shard_the_carry_with_the_batch(tmp_path, layout):
+    """8 streams over 8 simulated devices: the same losses, params and carried state."""
+    base = {"data.batch_size": "8", "train.progress": "false", "eval.every": "20"}
+    one = {**base, "parallel.devices": "1", "parallel.mesh": "data:1"}
+    many = {**base, "parallel.devices": "0"} | (
+        {"parallel.mode": "pmap"} if layout == "pmap" else {"parallel.mesh": layout}
+    )
+    nlpjax.train(load_config(TINY, one), tmp_path / "one")
+    nlpjax.train(load_config(TINY, many), tmp_path / "many")
+    np.testing.assert_allclose(_losses(tmp_path / "many"), _losses(tmp_path / "one"), rtol=1e-5)
+    got, want = (nlpjax.load(tmp_path / name) for name in ("many", "one"))
+    assert np.asarray(got.run.state.carry["state"]["layer_0"]["h"]).shape == (8, 32)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        jax.device_get((got.params, got.run.state.carry)),
+        jax.device_get((want.params, want.run.state.carry)),
+    )
