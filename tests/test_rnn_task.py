@@ -91,3 +91,39 @@ def test_eight_devices_train_like_one_and_shard_the_carry_with_the_batch(tmp_pat
         jax.device_get((got.params, got.run.state.carry)),
         jax.device_get((want.params, want.run.state.carry)),
     )
+
+
+@pytest.mark.slow  # a killed run, its resume and an uninterrupted run
+def test_resume_after_sigkill_is_bitwise(tmp_path):
+    """SIGKILL right after the step-10 checkpoint; the resumed run ends with the params,
+    optimizer state and carried state of an uninterrupted run, bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    overrides = {"train.steps": "200", "eval.every": "100", "checkpoint.every": "10",
+                 "checkpoint.async_save": "false", "train.progress": "false"}  # fmt: skip
+    killed = tmp_path / "killed"
+    args = [f"--config.{k}={v}" for k, v in overrides.items()]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nlpjax.cli", "train", f"--config={TINY}", f"--workdir={killed}",
+         *args],
+        cwd=Path(__file__).parents[1], env=os.environ.copy(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "10").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    summary = nlpjax.train(load_config(TINY, overrides), killed)
+    assert 10 <= summary["start_step"] < 200 and summary["final_step"] == 200
+    nlpjax.train(load_config(TINY, overrides), tmp_path / "whole")
+    got, want = (nlpjax.load(p).run.state for p in (killed, tmp_path / "whole"))
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal,
+        jax.device_get((got.params, got.opt_state, got.carry)),
+        jax.device_get((want.params, want.opt_state, want.carry)),
+    )
