@@ -100,7 +100,7 @@ def test_a_task_registered_from_outside_trains_from_a_dict(tmp_path, monkeypatch
     tree = load_config_file(TINY).to_dict()
     tree.update(task="renamed_lm")
     tree["train"].update(steps=10, progress=False)
-    with pytest.raises(ConfigError, match="known tasks: lm, renamed_lm"):
+    with pytest.raises(ConfigError, match="known tasks: lm, renamed_lm, rnn_lm"):
         nlpjax.load_config({**tree, "task": "nope"})
     summary = nlpjax.train(tree, tmp_path / "w")
     assert summary["final_step"] == 10 and summary["num_params"] == 19_744
@@ -128,7 +128,7 @@ def test_unknown_task_lists_the_known_ones_and_keeps_the_workdir(trained, capsys
     )
     assert code == 2
     assert err.strip().splitlines() == [
-        "error: unknown task 'lmm'; known tasks: lm (set the config's 'task' to one of "
+        "error: unknown task 'lmm'; known tasks: lm, rnn_lm (set the config's 'task' to one of "
         "them, or register yours with nlpjax.register_task)"
     ]
     assert _snapshot(workdir) == before
