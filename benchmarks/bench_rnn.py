@@ -80,10 +80,10 @@ def load_from_jax(model: TorchLM, params: dict, cell: str) -> None:
     put(model.embed.weight, params["encoder"]["embedding"])
     for k in range(LAYERS):
         layer = params["encoder"]["stack"][f"layer_{k}"]
-        put(getattr(model.rnn, f"weight_ih_l{k}"), np.asarray(layer["wi"]).T)
-        put(getattr(model.rnn, f"weight_hh_l{k}"), np.asarray(layer["wh"]).T)
+        put(getattr(model.rnn, f"weight_ih_l{k}"), np.asarray(layer["input_kernel"]).T)
+        put(getattr(model.rnn, f"weight_hh_l{k}"), np.asarray(layer["recurrent_kernel"]).T)
         put(getattr(model.rnn, f"bias_ih_l{k}"), layer["bias"])
-        recurrent_bias = layer["bh"] if cell == "gru" else np.zeros_like(layer["bias"])
+        recurrent_bias = layer["recurrent_bias"] if cell == "gru" else np.zeros_like(layer["bias"])
         put(getattr(model.rnn, f"bias_hh_l{k}"), recurrent_bias)
     put(model.head.weight, np.asarray(params["lm_head"]["kernel"]).T)
     put(model.head.bias, params["lm_head"]["bias"])

@@ -38,7 +38,7 @@ def _sigmoid(x):
 
 def numpy_step(cell, p, carry, x):
     """One step of each cell written out from its textbook equations (float64)."""
-    wi, b, wh = (np.asarray(p[k], np.float64) for k in ("wi", "bias", "wh"))
+    wi, b, wh = (np.asarray(p[k], np.float64) for k in ("input_kernel", "bias", "recurrent_kernel"))
     if cell == "lstm":
         c, h = carry
         z = x @ wi + b + h @ wh
@@ -47,7 +47,7 @@ def numpy_step(cell, p, carry, x):
         return c, _sigmoid(o) * np.tanh(c)
     if cell == "gru":
         (h,) = carry
-        bh = np.asarray(p["bh"], np.float64)
+        bh = np.asarray(p["recurrent_bias"], np.float64)
 
         def block(w, k):
             return w[..., k * D : (k + 1) * D]
@@ -108,11 +108,12 @@ def test_cell_matches_numpy_equations_one_step_and_a_sequence(cell):
 
 def test_lstm_forget_bias_starts_at_one_and_params_carry_logical_axes():
     layer = RecurrentLayer("lstm", D)
-    boxed = layer.init(jax.random.PRNGKey(0), _inputs(), zero_carry("lstm", B, D))["params"]
+    boxed = jax.jit(layer.init)(jax.random.PRNGKey(0), _inputs(), zero_carry("lstm", B, D))
+    boxed = boxed["params"]
     bias = np.asarray(nn.meta.unbox(boxed)["bias"])
     np.testing.assert_array_equal(bias, np.r_[np.zeros(D), np.ones(D), np.zeros(2 * D)])
-    assert boxed["wi"].names == ("embed", "mlp")
-    assert boxed["wh"].names == (None, "mlp")
+    assert boxed["input_kernel"].names == ("embed", "mlp")
+    assert boxed["recurrent_kernel"].names == (None, "mlp")
 
 
 def _scan_bodies(jaxpr):
@@ -149,9 +150,9 @@ def test_only_the_recurrent_matmul_runs_inside_the_forward_and_backward_scans(ce
 def test_hand_written_backward_equals_autodiff_of_the_reference_scan(cell):
     rng = np.random.default_rng(8)
     G = GATES[cell] * D
-    params = {"wh": rng.normal(size=(D, G)).astype(np.float32) * 0.5}
+    params = {"recurrent_kernel": rng.normal(size=(D, G)).astype(np.float32) * 0.5}
     if cell == "gru":
-        params["bh"] = rng.normal(size=(G,)).astype(np.float32)
+        params["recurrent_bias"] = rng.normal(size=(G,)).astype(np.float32)
     carry = tuple(rng.normal(size=(B, D)).astype(np.float32) for _ in zero_carry(cell, B, D))
     gx_LBG = rng.normal(size=(L, B, G)).astype(np.float32)
     w_LBD, w_BD = rng.normal(size=(L, B, D)), rng.normal(size=(B, D))
@@ -188,11 +189,11 @@ def test_two_layer_stack_equals_pytorch_with_copied_weights(cell):
         def w(name, k=k):
             return getattr(ref, f"{name}_l{k}").detach().numpy()
 
-        layer = {"wi": w("weight_ih").T, "wh": w("weight_hh").T}
+        layer = {"input_kernel": w("weight_ih").T, "recurrent_kernel": w("weight_hh").T}
         if cell == "lstm":
             layer["bias"] = w("bias_ih") + w("bias_hh")
         else:
-            layer["bias"], layer["bh"] = w("bias_ih"), w("bias_hh")
+            layer["bias"], layer["recurrent_bias"] = w("bias_ih"), w("bias_hh")
         params[f"layer_{k}"] = layer
     x_LBD = np.array(_inputs())
     carry, h_LBD = RNNStack(cfg).apply({"params": params}, jnp.asarray(x_LBD), init_carry(cfg, B))
@@ -228,7 +229,9 @@ def test_bidirectional_equals_two_layers_forward_and_on_the_reversed_input(cell)
     params = jax.jit(stack.init)(jax.random.PRNGKey(0), x_LBD, init_carry(cfg, B))
     carry, h_LBD = jax.jit(stack.apply)(params, x_LBD, init_carry(cfg, B), mask_LB)
     p = nn.meta.unbox(params)["params"]["layer_0"]
-    assert not np.allclose(p["forward"]["wh"], p["backward"]["wh"])  # separate parameters
+    assert not np.allclose(
+        p["forward"]["recurrent_kernel"], p["backward"]["recurrent_kernel"]
+    )  # separate parameters
     zeros = (np.zeros((1, D)),) * len(carry[0][0])
     for b, n in enumerate(LENGTHS):  # forward, and each sequence's own tokens reversed
         x_L1D = x_LBD[:n, b : b + 1]
@@ -242,8 +245,8 @@ def test_bidirectional_equals_two_layers_forward_and_on_the_reversed_input(cell)
 
 
 @pytest.mark.parametrize(
-    "cell", ["lstm", "gru", pytest.param("elman", marks=pytest.mark.slow)]
-)  # elman's carry is shaped like gru's
+    "cell", ["lstm"] + [pytest.param(c, marks=pytest.mark.slow) for c in ("gru", "elman")]
+)  # the rnn_lm task's test covers the carry through real streams
 def test_lm_carry_continues_a_sequence_split_in_two(cell):
     cfg = RNNConfig(vocab_size=7, cell=cell, num_layers=2, d_hidden=D, d_embed=3)
     model = RNNLM(cfg)
@@ -418,6 +421,7 @@ def test_gradients_on_a_sharded_mesh_equal_the_one_device_gradients(rules):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, expected)
 
 
+@pytest.mark.slow  # the beam search test (slow) drives search_step too
 def test_search_step_follows_each_beam_row_like_teacher_forcing(seq2seq):
     """The cache repeats each source W times; every beam row then decodes like its source."""
     model, apply, params, src, tgt = seq2seq
@@ -430,3 +434,22 @@ def test_search_step_follows_each_beam_row_like_teacher_forcing(seq2seq):
         out_N1V, cache = step(jnp.repeat(tgt[:, t : t + 1], width, axis=0), cache)
         want = np.repeat(np.asarray(logits[:, t : t + 1]), width, axis=0)
         np.testing.assert_allclose(out_N1V, want, atol=1e-5)
+
+
+@pytest.mark.slow  # three while-loop searches per score: ~10 s of compilation here
+def test_beam_search_of_width_one_equals_greedy_decoding(seq2seq):
+    """The shared searches (inference/search.py) drive the RNN through search_step."""
+    from nlpjax.inference.decode import SamplingConfig
+    from nlpjax.inference.search import beam_search, sample_loop
+
+    model, _, params, src, _ = seq2seq
+    step = search_step(model, params)
+    kw = {"start_id": 1, "eos_id": 2}
+    greedy = sample_loop(
+        step, search_cache(model, params, src, MASK_BL), B, 7,
+        sampling=SamplingConfig(temperature=0.0), rng=jax.random.PRNGKey(0), **kw,
+    )  # fmt: skip
+    beams, _ = beam_search(step, search_cache(model, params, src, MASK_BL, 1), B, 1, 7, **kw)
+    np.testing.assert_array_equal(beams[:, 0], greedy)
+    wide, scores = beam_search(step, search_cache(model, params, src, MASK_BL, 3), B, 3, 7, **kw)
+    assert wide.shape == (B, 3, 7) and np.all(np.diff(np.asarray(scores), axis=1) <= 0)

@@ -15,15 +15,17 @@ D, L, B = 8, 12, 2
 def elman():
     """Elman parameters whose recurrent matrix has spectral norm exactly 0.5."""
     params = diag.init_layer_params("elman", D, D, seed=3)
-    wh = np.asarray(params["wh"], np.float64)
-    params["wh"] = (0.5 * wh / np.linalg.norm(wh, 2)).astype(np.float32)
+    wh = np.asarray(params["recurrent_kernel"], np.float64)
+    params["recurrent_kernel"] = (0.5 * wh / np.linalg.norm(wh, 2)).astype(np.float32)
     x_LBD = jax.random.normal(jax.random.PRNGKey(4), (L, B, D))
     return params, x_LBD, diag.gradient_norm_table("elman", params, x_LBD)
 
 
 def test_elman_gradients_decay_with_distance_under_a_small_spectral_norm(elman):
     params, _, table = elman
-    assert diag.spectral_norms("elman", params["wh"])["all"] == pytest.approx(0.5, rel=1e-5)
+    assert diag.spectral_norms("elman", params["recurrent_kernel"])["all"] == pytest.approx(
+        0.5, rel=1e-5
+    )
     curve = diag.by_gap(table)
     np.testing.assert_allclose(curve[0], 1.0, rtol=1e-5)  # dL_t/dh_t = u, a unit vector
     assert np.all(np.diff(curve) < 0)
@@ -34,7 +36,9 @@ def test_elman_gradients_decay_with_distance_under_a_small_spectral_norm(elman):
 def test_table_is_causal_and_matches_the_hand_derived_one_step_gradient(elman):
     params, x_LBD, table = elman
     assert np.all(np.triu(table, 1) == 0)  # L_t does not depend on later states
-    wi, b, wh = (np.asarray(params[k], np.float64) for k in ("wi", "bias", "wh"))
+    wi, b, wh = (
+        np.asarray(params[k], np.float64) for k in ("input_kernel", "bias", "recurrent_kernel")
+    )
     u = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (D,)), np.float64)
     u /= np.linalg.norm(u)
     h, norms = np.zeros((B, D)), []

@@ -53,8 +53,10 @@ def gradient_norm_table(cell: str, params: Mapping, x_LBD: jax.Array, seed: int 
       seed: picks the readout direction u.
     """
     L, B, _ = x_LBD.shape
-    D = params["wh"].shape[0]
-    gx_LBG = jnp.einsum("lbi,ig->lbg", x_LBD, params["wi"]) + params["bias"][None, None, :]
+    D = params["recurrent_kernel"].shape[0]
+    gx_LBG = (
+        jnp.einsum("lbi,ig->lbg", x_LBD, params["input_kernel"]) + params["bias"][None, None, :]
+    )
     u_D = jax.random.normal(jax.random.PRNGKey(seed), (D,))
     u_D = u_D / jnp.linalg.norm(u_D)
     step = CELLS[cell]
@@ -98,7 +100,7 @@ def compare_cells(
         curve = by_gap(gradient_norm_table(cell, params, x_LBD, seed))
         report[cell] = {
             "grad_norm_by_gap": [float(v) for v in curve],
-            "spectral_norm": spectral_norms(cell, params["wh"]),
+            "spectral_norm": spectral_norms(cell, params["recurrent_kernel"]),
         }
     return report
 

@@ -102,14 +102,15 @@ class RNNConfig:
 
 
 # ---------------------------------------------------------------------------- cells
-# One step of each cell: (params, carry, gx_BG) -> new carry, where gx_BG = x @ wi + bias
-# was computed for all steps before the scan. params: "wh" (D, G) and, for GRU, "bh" (G,).
+# One step of each cell: (params, carry, gx_BG) -> new carry, where gx_BG = x @ W_i + bias
+# was computed for all steps before the scan. params: "recurrent_kernel" (D, G) and, for
+# GRU, "recurrent_bias" (G,) (a RecurrentLayer's parameter names).
 
 
 def lstm_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
     """c' = f*c + i*g, h' = o*tanh(c'); gates (i, f, g, o) from x @ Wi + b + h @ Wh."""
     c_BD, h_BD = carry
-    g_BG = gx_BG + _recurrent(params["wh"], h_BD)
+    g_BG = gx_BG + _recurrent(params["recurrent_kernel"], h_BD)
     i, f, g, o = jnp.split(g_BG, 4, axis=-1)
     c_BD = jax.nn.sigmoid(f) * c_BD + jax.nn.sigmoid(i) * jnp.tanh(g)
     return c_BD, jax.nn.sigmoid(o) * jnp.tanh(c_BD)
@@ -118,7 +119,10 @@ def lstm_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
 def gru_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
     """r, z from x and h; n = tanh(x Win + b_in + r * (h Whn + b_hn)); h' = (1-z) n + z h."""
     (h_BD,) = carry
-    gh_BG = _recurrent(params["wh"], h_BD) + params["bh"].astype(jnp.float32)[None, :]
+    gh_BG = (
+        _recurrent(params["recurrent_kernel"], h_BD)
+        + params["recurrent_bias"].astype(jnp.float32)[None, :]
+    )
     xr, xz, xn = jnp.split(gx_BG, 3, axis=-1)
     hr, hz, hn = jnp.split(gh_BG, 3, axis=-1)
     r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
@@ -129,7 +133,7 @@ def gru_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
 def elman_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
     """h' = tanh(x Wi + b + h Wh)."""
     (h_BD,) = carry
-    return (jnp.tanh(gx_BG + _recurrent(params["wh"], h_BD)),)
+    return (jnp.tanh(gx_BG + _recurrent(params["recurrent_kernel"], h_BD)),)
 
 
 CELLS: dict[str, Callable[[dict, Carry, jax.Array], Carry]] = {
@@ -189,9 +193,10 @@ def scan_cell(
 class RecurrentLayer(nn.Module):
     """One direction of one layer: (L, B, D_in) -> (L, B, D), with carry in and out.
 
-    Parameters: ``wi`` (D_in, G) and ``bias`` (G,) for the input projection (LSTM forget
-    block of the bias initialised to 1), ``wh`` (D, G) recurrent (orthogonal init) and,
-    for GRU, the recurrent bias ``bh`` (G,) that the reset gate multiplies.
+    Parameters: ``input_kernel`` (D_in, G) and ``bias`` (G,) for the input projection
+    (LSTM forget block of the bias initialised to 1), ``recurrent_kernel`` (D, G)
+    (orthogonal init) and, for GRU, ``recurrent_bias`` (G,), which the reset gate
+    multiplies. The ``*kernel``/``*bias`` names give them their weight-decay roles.
     """
 
     cell: str
@@ -211,18 +216,23 @@ class RecurrentLayer(nn.Module):
         L, B, d_in = x_LBD.shape
         D, G = self.d_hidden, GATES[self.cell] * self.d_hidden
         wi = param_with_axes(
-            self, "wi", nn.initializers.lecun_normal(), (d_in, G), ("embed", "mlp"),
+            self, "input_kernel", nn.initializers.lecun_normal(), (d_in, G), ("embed", "mlp"),
             self.param_dtype,
         )  # fmt: skip
         bias = param_with_axes(self, "bias", self._bias_init, (G,), ("mlp",), self.param_dtype)
         params = {
-            "wh": param_with_axes(
-                self, "wh", nn.initializers.orthogonal(), (D, G), (None, "mlp"), self.param_dtype
+            "recurrent_kernel": param_with_axes(
+                self,
+                "recurrent_kernel",
+                nn.initializers.orthogonal(),
+                (D, G),
+                (None, "mlp"),
+                self.param_dtype,
             ).astype(self.dtype)
         }
         if self.cell == "gru":
-            params["bh"] = param_with_axes(
-                self, "bh", nn.initializers.zeros, (G,), ("mlp",), self.param_dtype
+            params["recurrent_bias"] = param_with_axes(
+                self, "recurrent_bias", nn.initializers.zeros, (G,), ("mlp",), self.param_dtype
             )
         x_ND = x_LBD.reshape(L * B, d_in).astype(self.dtype)
         gx = jnp.dot(x_ND, wi.astype(self.dtype), preferred_element_type=jnp.float32)

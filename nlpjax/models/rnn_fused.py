@@ -37,7 +37,7 @@ def _dot(a, b):
 
 def _lstm_fwd(params, carry, gx_BG):
     c_BD, h_BD = carry
-    i, f, g, o = jnp.split(gx_BG + _dot(h_BD, params["wh"]), 4, axis=-1)
+    i, f, g, o = jnp.split(gx_BG + _dot(h_BD, params["recurrent_kernel"]), 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c_new = f * c_BD + i * g
     tanh_c = jnp.tanh(c_new)
@@ -53,12 +53,16 @@ def _lstm_bwd(params, res, d_carry):
          dh * tanh_c * o * (1 - o)],
         axis=-1,
     )  # fmt: skip
-    return (dc * f, _dot(d_gates, params["wh"].T)), d_gates, None
+    return (dc * f, _dot(d_gates, params["recurrent_kernel"].T)), d_gates, None
 
 
 def _gru_fwd(params, carry, gx_BG):
     (h_BD,) = carry
-    hr, hz, hn = jnp.split(_dot(h_BD, params["wh"]) + params["bh"].astype(F32)[None, :], 3, axis=-1)
+    hr, hz, hn = jnp.split(
+        _dot(h_BD, params["recurrent_kernel"]) + params["recurrent_bias"].astype(F32)[None, :],
+        3,
+        axis=-1,
+    )
     xr, xz, xn = jnp.split(gx_BG, 3, axis=-1)
     r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
     n = jnp.tanh(xn + r * hn)
@@ -73,19 +77,19 @@ def _gru_bwd(params, res, d_carry):
     dz_pre = dh * (h_prev - n) * z * (1.0 - z)
     d_gx = jnp.concatenate([dr_pre, dz_pre, dn_pre], axis=-1)
     d_gh = jnp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=-1)
-    return (dh * z + _dot(d_gh, params["wh"].T),), d_gx, d_gh
+    return (dh * z + _dot(d_gh, params["recurrent_kernel"].T),), d_gx, d_gh
 
 
 def _elman_fwd(params, carry, gx_BG):
     (h_BD,) = carry
-    h_new = jnp.tanh(gx_BG + _dot(h_BD, params["wh"]))
+    h_new = jnp.tanh(gx_BG + _dot(h_BD, params["recurrent_kernel"]))
     return (h_new,), (h_new,)
 
 
 def _elman_bwd(params, res, d_carry):
     (h_new,) = res
     d_pre = d_carry[0] * (1.0 - h_new**2)
-    return (_dot(d_pre, params["wh"].T),), d_pre, None
+    return (_dot(d_pre, params["recurrent_kernel"].T),), d_pre, None
 
 
 FUSED = {
@@ -153,9 +157,11 @@ def _fused_bwd(cell, reverse, unroll, saved, cotangents):
     L, B, G = d_gh_LBG.shape
     d_gh_NG = d_gh_LBG.reshape(L * B, G)
     h_prev_ND = h_prev_LBD.reshape(L * B, -1).astype(F32)
-    d_params = {"wh": jnp.dot(h_prev_ND.T, d_gh_NG).astype(params["wh"].dtype)}
-    if "bh" in params:
-        d_params["bh"] = d_gh_NG.sum(axis=0).astype(params["bh"].dtype)
+    d_params = {
+        "recurrent_kernel": jnp.dot(h_prev_ND.T, d_gh_NG).astype(params["recurrent_kernel"].dtype)
+    }
+    if "recurrent_bias" in params:
+        d_params["recurrent_bias"] = d_gh_NG.sum(axis=0).astype(params["recurrent_bias"].dtype)
     d_carry0 = tuple(d.astype(c.dtype) for d, c in zip(d_carry0, d_carry, strict=True))
     return d_params, d_carry0, d_gx_LBG.astype(F32), None
 

@@ -7,10 +7,16 @@ outside nlpjax joins with ``register_task`` (``nlpjax.register_task``).
 
 from nlpjax.errors import ConfigError
 from nlpjax.tasks.lm import LMTask
+from nlpjax.tasks.rnn import RNNLMTask
 from nlpjax.tasks.seq2seq import Seq2SeqTask
 from nlpjax.tasks.sgns import SGNSTask
 
-TASKS: dict[str, type] = {"lm": LMTask, "seq2seq": Seq2SeqTask, "sgns": SGNSTask}
+TASKS: dict[str, type] = {
+    "lm": LMTask,
+    "rnn_lm": RNNLMTask,
+    "seq2seq": Seq2SeqTask,
+    "sgns": SGNSTask,
+}
 
 
 def register_task(name: str, task_cls: type) -> type:
