@@ -14,7 +14,7 @@ row show that the fast paths still learn (compare with the float32 row); the tor
 trains on random tokens, so its loss stays near ln(65). MFU = tokens/s x flops_per_token / peak,
 with nlpjax's own FLOP count (``nlpjax.models.decoder.flops_per_token``: matmuls,
 forward + backward) and one peak for every row: the card's dense bfloat16 peak
-(989 TFLOP/s for H100 SXM and H200), as in issue 9's table, whatever dtype the row ran.
+(989 TFLOP/s for H100 SXM and H200), as in the reference figures, whatever dtype the row ran.
 """
 
 import argparse

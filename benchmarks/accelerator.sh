@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Accelerator speed harness (issue 9): nlpjax train vs its PyTorch twin on one GPU.
+# Accelerator speed harness: nlpjax train vs its PyTorch twin on one GPU.
 #
 #   bash benchmarks/accelerator.sh [--size=gpt2-small|tiny]
 #

@@ -1,6 +1,6 @@
 """GPT-2-small shape char LM on Tiny Shakespeare (12 layers, 12 heads, width 768, context 1024).
 
-The accelerator benchmark of issue 9 (``benchmarks/accelerator.sh``). Meant for a GPU:
+The config of the accelerator benchmark (``benchmarks/accelerator.sh``). Meant for a GPU:
 ``model.dtype`` and ``model.attention`` stay ``auto`` (bfloat16 compute with cuDNN flash
 attention on a GPU, float32 with the reference attention on CPU).
 

@@ -1,7 +1,7 @@
 """Character-level LSTM language model on Tiny Shakespeare, trained with truncated BPTT.
 
 Variants (``--config=experiments/rnn_char.py:NAME``):
-  default  issue 12's acceptance setup: 2 LSTM layers of 256, context 64, 32 streams,
+  default  the reference setup: 2 LSTM layers of 256, context 64, 32 streams,
            2000 steps, Adam 2e-3 with cosine decay, clipping at 1;
   gru      the same with GRU cells;
   tiny     a seconds-long run for tests and smoke checks.

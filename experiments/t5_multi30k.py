@@ -1,10 +1,10 @@
 """T5 (v1.1 layout) trained from scratch on Multi30k German -> English.
 
 Variants (``--config=experiments/t5_multi30k.py:NAME``):
-  default  the comparison shape of issue 13 (d_model 256, 3+3 layers, 4 heads, gated-GELU
+  default  the reference comparison shape (d_model 256, 3+3 layers, 4 heads, gated-GELU
            d_ff 1024, SentencePiece 8000, batch 32, source and target 32), AdamW;
   tiny     a seconds-long run for tests and smoke checks (small model, 500 pieces).
-No results yet: the BLEU target of issue 13 is not measured.
+No results yet: the BLEU target is not measured.
 """
 
 import ml_collections

@@ -33,7 +33,7 @@ def test_the_torch_twin_trains_the_shape_of_the_config_file(size, variant):
     assert (batch, twin.max_len) == (data.batch_size, data.context)
 
 
-def test_gpt2_small_bench_is_the_issue_shape():
+def test_gpt2_small_bench_is_the_reference_shape():
     cfg = load_config(f"{CONFIG}:bench")
     m = cfg.model
     assert (m.num_layers, m.num_heads, m.d_model, cfg.data.context, cfg.data.batch_size) == (

@@ -1,4 +1,4 @@
-"""CLI hardening (issue 7): help texts, workdir errors, Ctrl-C, eval options, generation.
+"""CLI hardening: help texts, workdir errors, Ctrl-C, eval options, generation.
 
 Exit codes asserted everywhere: 2 bad input (one ``error:`` line), 1 divergence, 130
 Ctrl-C before training.

@@ -63,7 +63,7 @@ def test_adamw_update_decays_exactly_the_masked_leaves():
     assert qkv_bias.shape == (3, 2, 4) and not np.asarray(qkv_bias).any()
 
 
-# --- Adafactor and the rsqrt schedule (issue 13) -----------------------------------------
+# --- Adafactor and the rsqrt schedule ----------------------------------------------------
 
 
 def test_rsqrt_schedule_is_flat_then_inverse_square_root():

@@ -19,7 +19,7 @@ from nlpjax.training.step import make_multi_step, make_train_step
 from nlpjax.training.workdir_lock import LOCK_FILE as LOCK
 
 # From a real run (jax 0.10.2, XLA:CPU, x86-64, 2026-11-26): the tiny variant of
-# experiments/shakespeare_char.py (warmup 10 steps since the hardening issue), seed 0,
+# experiments/shakespeare_char.py (warmup 10 of its 40 steps), seed 0,
 # its first training batch at initialization, then the losses of its first five AdamW
 # steps (lr 0, 1e-4, ..., 4e-4).
 GOLDEN_INIT_LOSS = 4.190990447998047
