@@ -87,6 +87,7 @@ def _assert_same_run(workdir, reference):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow  # make test: test_resume.py and test_task_v2.py resume after SIGKILL
 def test_resume_after_sigkill_is_exact(reference, tmp_path):
     proc = _start(tmp_path)
     _wait_for_checkpoint(tmp_path, proc)

@@ -194,6 +194,7 @@ class _Boosted:
         return out + self.boost_V[None, None, :]
 
 
+@pytest.mark.slow  # make test: test_decode.py bans ids at the sampler
 def test_reserved_ids_are_never_generated(byte_workdir, capsys, monkeypatch):
     run, _ = api.restore_run(byte_workdir)
     tokenizer = run.task.tokenizer
