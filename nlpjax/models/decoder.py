@@ -23,7 +23,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nlpjax.errors import ConfigError
 from nlpjax.models import positions as pos_lib
 from nlpjax.models.attention import (
     IMPLEMENTATIONS,
@@ -33,6 +32,7 @@ from nlpjax.models.attention import (
     segment_mask,
 )
 from nlpjax.models.layers import ACTIVATIONS, MLP, Dense, Norm, param_with_axes
+from nlpjax.models.model_config import ModelConfig
 from nlpjax.precision import (
     DTYPE_CHOICES,
     DTYPES,
@@ -56,7 +56,7 @@ REMAT_CHOICES = ("none", *REMAT_POLICIES)
 
 
 @dataclasses.dataclass(frozen=True)
-class DecoderConfig:
+class DecoderConfig(ModelConfig):
     """Shape and options of the decoder. ``vocab_size=0`` means "from the tokenizer"."""
 
     vocab_size: int = 0
@@ -82,15 +82,8 @@ class DecoderConfig:
     # How the model computes, not what it is: a checkpoint restores under any of these.
     RUNTIME_FIELDS = ("dtype", "attention", "remat")
 
-    def signature(self) -> dict:
-        """The fields a checkpoint must match (everything but ``RUNTIME_FIELDS``)."""
-        fields = dataclasses.asdict(self)
-        return {k: v for k, v in fields.items() if k not in self.RUNTIME_FIELDS}
-
     def __post_init__(self):
-        def check(ok, msg):
-            if not ok:
-                raise ConfigError(msg)
+        check = self.check
 
         check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0: from the tokenizer)")
         check(self.num_layers > 0 and self.num_heads > 0, "model.num_layers/num_heads must be > 0")

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from nlpjax.errors import ConfigError
 from nlpjax.models.layers import Dense, param_with_axes
+from nlpjax.models.model_config import ModelConfig
 from nlpjax.models.rnn_fused import batch_layout, fused_scan
 from nlpjax.precision import DTYPE_CHOICES, DTYPES, resolve_dtype
 from nlpjax.types import Array, Bool, Float, Int
@@ -38,7 +39,7 @@ SCORES = ("dot", "additive")  # attention scores, implemented in models/rnn_seq2
 
 
 @dataclasses.dataclass(frozen=True)
-class RNNConfig:
+class RNNConfig(ModelConfig):
     """Shape and options of a recurrent model. ``vocab_size=0`` means "from the tokenizer".
 
     ``num_classes`` is used by the classifier and tagger heads, ``pooling`` by the
@@ -64,15 +65,8 @@ class RNNConfig:
     # How the model computes, not what it is: a checkpoint restores under any of these.
     RUNTIME_FIELDS = ("dtype", "unroll")
 
-    def signature(self) -> dict:
-        """The fields a checkpoint must match (everything but ``RUNTIME_FIELDS``)."""
-        fields = dataclasses.asdict(self)
-        return {k: v for k, v in fields.items() if k not in self.RUNTIME_FIELDS}
-
     def __post_init__(self):
-        def check(ok, msg):
-            if not ok:
-                raise ConfigError(msg)
+        check = self.check
 
         check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0: from the tokenizer)")
         check(self.cell in GATES, f"model.cell must be one of {tuple(GATES)}, got {self.cell!r}")

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nlpjax.errors import ConfigError
 from nlpjax.models.layers import param_with_axes
+from nlpjax.models.model_config import ModelConfig
 from nlpjax.types import Array, Bool, Float, Int, PRNGKey
 
 OBJECTIVES = ("skipgram", "cbow", "softmax")
@@ -33,7 +33,7 @@ TABLE_AXES = ("vocab", "embed")
 
 
 @dataclasses.dataclass(frozen=True)
-class SGNSConfig:
+class SGNSConfig(ModelConfig):
     """Shape and objective of the word2vec model. ``vocab_size=0``: from the vocabulary."""
 
     vocab_size: int = 0
@@ -44,17 +44,8 @@ class SGNSConfig:
     negative_sharing: str = "batch"  # gensim's quality at 1,024-token chunks (benchmarks/)
     batch_negatives: int = 64
 
-    RUNTIME_FIELDS = ()
-
-    def signature(self) -> dict:
-        """The fields a checkpoint must match (all of them: none is a runtime choice)."""
-        fields = dataclasses.asdict(self)
-        return {k: v for k, v in fields.items() if k not in self.RUNTIME_FIELDS}
-
     def __post_init__(self):
-        def check(ok, msg):
-            if not ok:
-                raise ConfigError(msg)
+        check = self.check
 
         check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0: from the vocabulary)")
         check(self.embed_dim > 0, "model.embed_dim must be > 0")

@@ -20,7 +20,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nlpjax.errors import ConfigError
 from nlpjax.models import positions as pos_lib
 from nlpjax.models.attention import (
     IMPLEMENTATIONS,
@@ -32,6 +31,7 @@ from nlpjax.models.attention import (
     segment_mask,
 )
 from nlpjax.models.layers import ACTIVATIONS, Dense, Norm, param_with_axes
+from nlpjax.models.model_config import ModelConfig
 from nlpjax.precision import DTYPE_CHOICES, DTYPES, RESIDUAL_DTYPE, f32_accumulation, resolve_dtype
 from nlpjax.types import Array, Float, Int
 
@@ -46,7 +46,7 @@ CrossKV = tuple[tuple[jax.Array, jax.Array], ...]  # per decoder layer: (k_BHSK,
 
 
 @dataclasses.dataclass(frozen=True)
-class T5Config:
+class T5Config(ModelConfig):
     """Shape and options of a T5. ``vocab_size=0`` means "from the tokenizer".
 
     ``max_target_len`` is the decoder's KV-cache length (the longest decoded output);
@@ -74,15 +74,8 @@ class T5Config:
     # How the model computes, not what it is: a checkpoint restores under any of these.
     RUNTIME_FIELDS = ("dtype", "attention")
 
-    def signature(self) -> dict:
-        """The fields a checkpoint must match (everything but ``RUNTIME_FIELDS``)."""
-        fields = dataclasses.asdict(self)
-        return {k: v for k, v in fields.items() if k not in self.RUNTIME_FIELDS}
-
     def __post_init__(self):
-        def check(ok, msg):
-            if not ok:
-                raise ConfigError(msg)
+        check = self.check
 
         check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0: from the tokenizer)")
         for key in ("d_model", "num_heads", "head_dim", "d_ff", "max_target_len"):
