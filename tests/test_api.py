@@ -143,6 +143,7 @@ def test_import_nlpjax_loads_no_jax():
     assert out.strip() == "['nlpjax', 'nlpjax.errors']"
 
 
+@pytest.mark.slow  # trains twice; run by make test-all
 def test_the_sweep_example_tiny_variant_ranks_its_learning_rates(tmp_path):
     """experiments/sweep_lr.py:tiny — 10 steps at lr 1e-4 barely move; at 3e-3 they do."""
     import importlib.util

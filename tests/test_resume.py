@@ -259,6 +259,7 @@ def test_effects_name_a_later_lr_change_and_nested_sections_diff_by_key():
     assert is_allowed("optim.lr") and is_allowed("parallel.mesh") and not is_allowed("optim.b2")
 
 
+@pytest.mark.slow  # three resumes; run by make test-all
 def test_runtime_model_keys_may_change_on_resume(workdir, capsys):
     """model.dtype / attention / remat say how the model computes, not what it is: a
     checkpoint resumes under other values (with a warning); the signature ignores them."""
