@@ -42,23 +42,3 @@ def tiny_config():
         return load_config(TINY, {k.replace("__", "."): str(v) for k, v in overrides.items()})
 
     return make
-
-
-# The longest test files first: `make test` hands whole files to two xdist workers in
-# collection order (--dist loadfile), and a long file handed out last keeps one worker
-# busy while the other idles. Within a file the order is unchanged.
-LONGEST_FILES = (
-    "test_multihost.py",
-    "test_task_v2.py",
-    "test_cli.py",
-    "test_resume.py",
-    "test_train.py",
-    "test_parallel.py",
-    "test_cli_hardening.py",
-    "test_accel_train.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
