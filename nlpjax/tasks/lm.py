@@ -14,17 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from etils import epath
-from jax.experimental import multihost_utils
 
 from nlpjax.analysis import probes
 from nlpjax.config import Config
 from nlpjax.data import inspect, pipeline, transforms
-from nlpjax.data.sources import load_documents, parse_dataset
+from nlpjax.data.sources import parse_dataset
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
-    build_tokenizer,
     join_documents,
-    restore_or_build,
     save_tokenizer,
 )
 from nlpjax.errors import ConfigError, DataError
@@ -33,8 +30,7 @@ from nlpjax.inference.text_generator import TextGenerator
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
 from nlpjax.precision import resolve_dtype
 from nlpjax.tasks.base import make_loss_average
-
-TOKENIZER_FILE = "tokenizer.json"
+from nlpjax.tasks.common import TOKENIZER_FILE, split_documents, with_vocab_size, workdir_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,20 +106,9 @@ class LMTask:
         _check_has_validation(data.dataset)
         self._tokens: dict[str, np.ndarray] = {}
         self._examples: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        self._prepared = False
         self.config = config
-        saved = epath.Path(workdir) / TOKENIZER_FILE if workdir else None
-        self._tokenizer_file = str(saved or TOKENIZER_FILE)
-        self.tokenizer = self._restore_or_build_tokenizer(saved)
-        vocab = self.tokenizer.vocab_size
-        if config.model.vocab_size not in (0, vocab):
-            raise ConfigError(
-                f"model.vocab_size={config.model.vocab_size} but the tokenizer has {vocab} "
-                "tokens; set model.vocab_size=0 to take it from the tokenizer"
-            )
-        self.config = dataclasses.replace(
-            config, model=dataclasses.replace(config.model, vocab_size=vocab)
-        )
+        self.tokenizer = self._restore_or_build_tokenizer(workdir)
+        self.config = with_vocab_size(config, self.tokenizer.vocab_size)
         self.model = Decoder(self.config.model)
         self.pause_id = pause_token_id(self.tokenizer, data) if data.uses_pauses else None
         self._eval_host: dict[str, dict[str, np.ndarray]] = {}
@@ -134,7 +119,7 @@ class LMTask:
 
     # -- data ---------------------------------------------------------------------------
 
-    def _restore_or_build_tokenizer(self, saved: epath.Path | None):
+    def _restore_or_build_tokenizer(self, workdir):
         """The workdir's tokenizer (checked against ``data.tokenizer``), else a new one.
 
         A new one is built from the train split, which is read once: the same text is
@@ -146,23 +131,15 @@ class LMTask:
             read["train"] = self._documents("train")
             return read["train"]
 
-        cfg = self.config.data.tokenizer
-        tokenizer = restore_or_build(saved, cfg, texts) if saved else build_tokenizer(cfg, texts())
+        tokenizer, self._tokenizer_file = workdir_tokenizer(self.config, workdir, texts)
         if "train" in read:
             self._tokens["train"] = join_documents(tokenizer, read["train"])
         return tokenizer
 
     def _documents(self, split: str) -> list[str]:
-        """The split's documents (on many hosts, process 0 prepares the dataset first)."""
-        if jax.process_count() > 1 and not self._prepared:  # one host prepares, then all read
-            if jax.process_index() == 0:
-                load_documents(self.config.data.dataset, split, self.config.data.tfds_data_dir)
-            multihost_utils.sync_global_devices("nlpjax: dataset prepared")
-            self._prepared = True
-        docs = load_documents(self.config.data.dataset, split, self.config.data.tfds_data_dir)
-        if not any(docs):
-            raise DataError(f"the {split} split of {self.config.data.dataset!r} is empty")
-        return docs
+        """The split's documents (``common.split_documents``)."""
+        data = self.config.data
+        return split_documents(data.dataset, split, data.tfds_data_dir)
 
     def tokens(self, split: str) -> np.ndarray:
         """The split as one token stream; documents are joined by ``join_documents``

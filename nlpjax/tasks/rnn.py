@@ -20,19 +20,22 @@ from etils import epath
 
 from nlpjax.config import Config
 from nlpjax.data import inspect, pipeline
-from nlpjax.data.sources import load_documents
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
-    build_tokenizer,
     join_documents,
-    restore_or_build,
     save_tokenizer,
 )
-from nlpjax.errors import ConfigError, DataError
+from nlpjax.errors import ConfigError
 from nlpjax.models.rnn import GATES, RNNLM, RNNConfig, init_carry
 from nlpjax.precision import resolve_dtype
 from nlpjax.tasks.base import carry_leaf
-from nlpjax.tasks.lm import TOKENIZER_FILE, _check_has_validation
+from nlpjax.tasks.common import (
+    TOKENIZER_FILE,
+    split_documents,
+    with_vocab_size,
+    workdir_tokenizer,
+)
+from nlpjax.tasks.lm import _check_has_validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,31 +69,17 @@ class RNNLMTask:
         _check_has_validation(config.data.dataset)
         self.config = config
         self._tokens: dict[str, np.ndarray] = {}
-        saved = epath.Path(workdir) / TOKENIZER_FILE if workdir else None
-        self._tokenizer_file = str(saved or TOKENIZER_FILE)
-        cfg = config.data.tokenizer
-        texts = lambda: self._documents("train")  # noqa: E731
-        self.tokenizer = (
-            restore_or_build(saved, cfg, texts) if saved else build_tokenizer(cfg, texts())
+        self.tokenizer, self._tokenizer_file = workdir_tokenizer(
+            config, workdir, lambda: self._documents("train")
         )
-        vocab = self.tokenizer.vocab_size
-        if config.model.vocab_size not in (0, vocab):
-            raise ConfigError(
-                f"model.vocab_size={config.model.vocab_size} but the tokenizer has {vocab} "
-                "tokens; set model.vocab_size=0 to take it from the tokenizer"
-            )
-        model = dataclasses.replace(config.model, vocab_size=vocab)
-        self.config = dataclasses.replace(config, model=model)
-        self.model = RNNLM(model)
+        self.config = with_vocab_size(config, self.tokenizer.vocab_size)
+        self.model = RNNLM(self.config.model)
 
     # -- data ---------------------------------------------------------------------------
 
     def _documents(self, split: str) -> list[str]:
         data = self.config.data
-        docs = load_documents(data.dataset, split, data.tfds_data_dir)
-        if not any(docs):
-            raise DataError(f"the {split} split of {data.dataset!r} is empty")
-        return docs
+        return split_documents(data.dataset, split, data.tfds_data_dir)
 
     def tokens(self, split: str) -> np.ndarray:
         if split not in self._tokens:

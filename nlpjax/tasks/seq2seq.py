@@ -23,8 +23,6 @@ from nlpjax.data import inspect, pipeline, seq2seq_pipeline
 from nlpjax.data.sources import default_fields, open_text
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
-    build_tokenizer,
-    restore_or_build,
     save_tokenizer,
 )
 from nlpjax.errors import ConfigError
@@ -32,8 +30,8 @@ from nlpjax.inference.seq2seq import Seq2SeqGenerator, Seq2SeqTextGenerator
 from nlpjax.models.t5 import T5, T5Config, flops_per_token, token_losses
 from nlpjax.precision import resolve_dtype
 from nlpjax.tasks.base import make_loss_average
+from nlpjax.tasks.common import TOKENIZER_FILE, with_vocab_size, workdir_tokenizer
 
-TOKENIZER_FILE = "tokenizer.json"
 _log = logging.getLogger(__name__)
 _warned: list[bool] = []  # the missing-sacrebleu warning is given once
 
@@ -79,22 +77,11 @@ class Seq2SeqTask:
                 f"data.dataset={data.dataset!r} has fields {self.fields}, not a (source, "
                 "target) pair; use a parallel corpus, e.g. parallel_corpus/multi30k_de_en"
             )
-        saved = epath.Path(workdir) / TOKENIZER_FILE if workdir else None
-        self._tokenizer_file = str(saved or TOKENIZER_FILE)
-        texts = self._tokenizer_texts
-        cfg = data.tokenizer
-        self.tokenizer = (
-            restore_or_build(saved, cfg, texts) if saved else build_tokenizer(cfg, texts())
+        self.tokenizer, self._tokenizer_file = workdir_tokenizer(
+            config, workdir, self._tokenizer_texts
         )
-        vocab = self.tokenizer.vocab_size
-        if config.model.vocab_size not in (0, vocab):
-            raise ConfigError(
-                f"model.vocab_size={config.model.vocab_size} but the tokenizer has {vocab} "
-                "tokens; set model.vocab_size=0 to take it from the tokenizer"
-            )
-        model = dataclasses.replace(config.model, vocab_size=vocab)
-        self.config = dataclasses.replace(config, model=model)
-        self.model = T5(model)
+        self.config = with_vocab_size(config, self.tokenizer.vocab_size)
+        self.model = T5(self.config.model)
         self._average = None
         self._eval_data: dict[str, tuple[dict, list]] = {}
 

@@ -24,20 +24,17 @@ from etils import epath
 from nlpjax.config import Config
 from nlpjax.data import pipeline, transforms
 from nlpjax.data.skipgram_pipeline import training_counts
-from nlpjax.data.sources import load_documents
 from nlpjax.data.special_tokens import NUM_SPECIAL
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
-    build_tokenizer,
-    restore_or_build,
     save_tokenizer,
 )
 from nlpjax.errors import ConfigError, DataError
 from nlpjax.evaluation import word_vectors as wvec
 from nlpjax.models import sgns
 from nlpjax.tasks.base import Rows
+from nlpjax.tasks.common import TOKENIZER_FILE, split_documents, with_vocab_size, workdir_tokenizer
 
-TOKENIZER_FILE = "tokenizer.json"
 LOSSES = {"skipgram": sgns.skipgram_ns_loss, "cbow": sgns.cbow_ns_loss}
 _NUM_ELEMENTS = 2**40  # the chunk stream cycles through the corpus epoch after epoch
 logger = logging.getLogger(__name__)
@@ -84,27 +81,15 @@ class SGNSTask:
                 "nlpjax.models.sgns.skipgram_softmax_loss directly)"
             )
         self.config = config
-        saved = epath.Path(workdir) / TOKENIZER_FILE if workdir else None
-        self._tokenizer_file = str(saved or TOKENIZER_FILE)
         docs: dict[str, list[str]] = {}
 
         def texts() -> list[str]:
             docs["train"] = self._documents("train")
             return docs["train"]
 
-        cfg = config.data.tokenizer
-        self.tokenizer = (
-            restore_or_build(saved, cfg, texts) if saved else build_tokenizer(cfg, texts())
-        )
+        self.tokenizer, self._tokenizer_file = workdir_tokenizer(config, workdir, texts)
         vocab = self.tokenizer.vocab_size
-        if config.model.vocab_size not in (0, vocab):
-            raise ConfigError(
-                f"model.vocab_size={config.model.vocab_size} but the vocabulary has {vocab} "
-                "ids; set model.vocab_size=0 to take it from the vocabulary"
-            )
-        self.config = dataclasses.replace(
-            config, model=dataclasses.replace(config.model, vocab_size=vocab)
-        )
+        self.config = with_vocab_size(config, vocab, name="vocabulary", unit="ids")
         counts = training_counts(self.tokenizer.counts_array())
         if counts.sum() == 0:
             raise DataError(f"no word of {config.data.dataset!r} is in the vocabulary")
@@ -117,10 +102,8 @@ class SGNSTask:
     # -- data ---------------------------------------------------------------------------
 
     def _documents(self, split: str) -> list[str]:
-        docs = load_documents(self.config.data.dataset, split, self.config.data.tfds_data_dir)
-        if not any(docs):
-            raise DataError(f"the {split} split of {self.config.data.dataset!r} is empty")
-        return docs
+        data = self.config.data
+        return split_documents(data.dataset, split, data.tfds_data_dir)
 
     def stream(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
         """(ids, sentence number) of the split's words that are trained on (as word2vec,
