@@ -294,3 +294,28 @@ def test_failed_preparation_leaves_nothing_behind(tmp_path, monkeypatch, capsys)
     assert sources.load_documents(dataset, "train")[-1] == "now fixed\n"
     prepared = [p.name for p in (tfds_dir / "text_corpus").iterdir()]
     assert len(prepared) == 1 and prepared[0].startswith("files_")
+
+
+def test_a_killed_preparation_is_cleaned_up_by_the_next_one(tmp_path, monkeypatch):
+    """A SIGKILLed preparation cannot remove its temporary folder; the next preparation
+    on the host removes it once its process is gone, and leaves live ones alone."""
+    import subprocess
+
+    from nlpjax.data.tfds_builders import common
+
+    tfds_dir = tmp_path / "tfds"
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tfds_dir))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    prefix = common._prepare_prefix()
+    abandoned = tfds_dir / prefix.replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+    abandoned = abandoned.with_name(abandoned.name + "x1")
+    live = tfds_dir / f"{prefix}x2"  # this process: still running
+    other_host = tfds_dir / ".nlpjax-prepare-elsewhere-1-x3"
+    for folder in (abandoned, live, other_host):
+        (folder / "text_corpus").mkdir(parents=True)
+    corpus = tmp_path / "a.txt"
+    corpus.write_text("some text to prepare\n" * 20)
+    sources.load_documents(f"files:{corpus};validation={corpus}", "train")
+    assert not abandoned.exists()
+    assert live.exists() and other_host.exists()

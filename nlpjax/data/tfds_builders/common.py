@@ -7,7 +7,10 @@ A prepared dataset records the content digests of the raw files it was built fro
 (``SOURCE_RECORD`` next to TFDS's own files). Opening it again compares them with the
 raw files as they are now: a changed source is prepared again (said in one log line),
 never read stale. Preparation happens in a temporary directory that is moved into place
-only when complete, so a failed preparation leaves nothing behind.
+only when complete, so a failed preparation leaves nothing behind. A preparation that
+was killed (SIGKILL, a preempted job) cannot clean up: its temporary directory names its
+host and process, and the next preparation on that host removes it once that process is
+gone.
 """
 
 import hashlib
@@ -15,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -85,12 +89,52 @@ class TemporaryDirPrepare:
         pass
 
 
+PREPARE_PREFIX = ".nlpjax-prepare-"
+
+
+def _prepare_prefix() -> str:
+    """Temporary preparation directories are ``.nlpjax-prepare-<host>-<pid>-<random>``."""
+    host = socket.gethostname().replace("-", "_") or "host"
+    return f"{PREPARE_PREFIX}{host}-{os.getpid()}-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_abandoned_preparations(root: Path) -> list[Path]:
+    """Removes this host's temporary preparation directories whose process is gone (a
+    preparation killed before it could clean up); returns what was removed. Directories of
+    other hosts (a shared file system) and of running processes are left alone."""
+    host = socket.gethostname().replace("-", "_") or "host"
+    removed = []
+    for path in root.glob(f"{PREPARE_PREFIX}*"):
+        parts = path.name[len(PREPARE_PREFIX) :].split("-")
+        if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        if not _process_alive(int(parts[1])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        logger.warning(
+            "removed %d folder(s) of an interrupted dataset preparation in %s", len(removed), root
+        )
+    return removed
+
+
 def _prepare_atomically(builder_cls: type, config, data_dir: str) -> None:
     """Prepares into a temporary directory under ``data_dir``, then moves the finished
     version directory into place; on any failure the temporary directory is removed."""
     root = Path(data_dir)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".nlpjax-prepare-", dir=root))
+    remove_abandoned_preparations(root)
+    tmp = Path(tempfile.mkdtemp(prefix=_prepare_prefix(), dir=root))
     try:
         builder = builder_cls(config=config, data_dir=str(tmp), file_format="array_record")
         final = root / Path(builder.data_dir).relative_to(tmp)
