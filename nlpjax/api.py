@@ -153,17 +153,9 @@ class Trained:
         return hook(self.params, sampling, cache=self.stream_config(cache))
 
     def stream_config(self, cache):
-        """``cache`` (a ``StreamConfig``) checked against this model, defaults filled in;
-        a task without a streaming decoder is a ``ConfigError``."""
-        from nlpjax.inference import stream_cache
-
-        if getattr(self.run.task, "stream_stepper", None) is None:
-            raise ConfigError(
-                f"the {self.config.task!r} task has no streaming cache (--cache and --stream "
-                "serve decoder language models, task 'lm')"
-            )
-        where = str(epath.Path(self.workdir) / loop.CONFIG_FILE)
-        return stream_cache.resolve(cache, self.config.model, where)
+        """``cache`` (a ``StreamConfig``) checked against this model, defaults filled in
+        (``stream_config``)."""
+        return stream_config(self.workdir, cache, self.config)
 
     def stream_evaluate(self, cache, split: str = "validation", max_tokens: int = 0, **kw):
         """Per-token negative log-likelihoods of ``split`` read as one stream, token by
@@ -192,6 +184,23 @@ class Trained:
             raise ValueError("max_new_tokens must be >= 0")
         generator = self.generator(temperature, top_k, top_p)
         return generator.generate(prompt, max_new_tokens, seed=seed)
+
+
+def stream_config(workdir: str | epath.PathLike, cache, config: Config | None = None):
+    """``cache`` (a ``nlpjax.inference.stream_cache.StreamConfig``) checked against the
+    model saved in ``workdir`` (its ``config.json``, or ``config``), defaults filled in,
+    without restoring any checkpoint; a task without a streaming decoder (no
+    ``stream_stepper``) is a ``ConfigError``."""
+    from nlpjax.inference import stream_cache
+
+    config = config or run_lib.load_workdir_config(workdir, TASKS)
+    if getattr(TASKS[config.task], "stream_stepper", None) is None:
+        raise ConfigError(
+            f"the {config.task!r} task has no streaming cache (--cache and --stream serve "
+            "decoder language models, task 'lm')"
+        )
+    where = str(epath.Path(workdir) / loop.CONFIG_FILE)
+    return stream_cache.resolve(cache, config.model, where)
 
 
 def load(workdir: str | epath.PathLike, step: int | None = None) -> Trained:

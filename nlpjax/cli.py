@@ -451,6 +451,8 @@ def cmd_eval(args) -> int:
     if args.max_tokens < 0 or args.max_tokens == 1:
         raise ValueError(f"--max_tokens={args.max_tokens}: give 0 (all) or at least 2")
     cache = _stream_config(args, "sink_window") if args.stream else None
+    if cache is not None:  # flag mistakes fail before the checkpoint is restored
+        api.stream_config(args.workdir, cache)
     trained = api.load(args.workdir, args.step)
     if cache is not None:
         return _stream_eval(trained, cache, args)
@@ -488,6 +490,8 @@ def cmd_generate(args) -> int:
         raise ValueError("--max_new_tokens must be >= 0")
     _not_a_file(args.workdir, "--workdir")
     cache = _stream_config(args, None)
+    if cache is not None:  # flag mistakes fail before the checkpoint is restored
+        api.stream_config(args.workdir, cache)
     trained = api.load(args.workdir)
     generator = trained.generator(args.temperature, args.top_k, args.top_p, cache=cache)
     generator.encode(args.prompt)  # a prompt it cannot encode fails before any output
