@@ -446,8 +446,12 @@ def cmd_eval(args) -> int:
     from nlpjax import api
 
     _not_a_file(args.workdir, "--workdir")
-    if not args.stream and (args.cache or args.n_sink is not None or args.max_tokens):
-        raise ValueError("--cache, --n_sink and --max_tokens measure a stream: add --stream")
+    stream_flags = args.cache or args.n_sink is not None or args.window or args.capacity
+    if not args.stream and (stream_flags or args.max_tokens):
+        raise ValueError(
+            "--cache, --n_sink, --window, --capacity and --max_tokens measure a stream: "
+            "add --stream"
+        )
     if args.max_tokens < 0 or args.max_tokens == 1:
         raise ValueError(f"--max_tokens={args.max_tokens}: give 0 (all) or at least 2")
     cache = _stream_config(args, "sink_window") if args.stream else None

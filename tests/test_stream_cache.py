@@ -259,6 +259,7 @@ def test_generate_with_a_sink_window_cache_runs_past_the_context(workdir, capsys
         (["--stream", "--n_sink=-2"], "--n_sink=-2 must be >= 0"),
         (["--stream", "--cache=dense", "--max_tokens=100"], "holds --capacity=16 tokens"),
         (["--cache=window"], "measure a stream: add --stream"),
+        (["--window=8"], "measure a stream: add --stream"),
     ],
 )
 def test_eval_stream_bad_input_exits_2(workdir, capsys, flags, words):
