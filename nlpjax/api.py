@@ -133,8 +133,12 @@ class Trained:
             summary["bits_per_byte"] = nats / (math.log(2) * units["bytes"])
         return summary, int(tokens), seconds
 
-    def generator(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
-        """The task's text generator for these params (``.generate`` and ``.stream``)."""
+    def generator(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, cache=None):
+        """The task's text generator for these params (``.generate`` and ``.stream``).
+
+        ``cache``: a ``nlpjax.inference.stream_cache.StreamConfig`` to sample through a
+        streaming cache (``nlpjax generate --cache``); None keeps the task's default.
+        """
         from nlpjax.inference.decode import SamplingConfig
 
         hook = getattr(self.run.task, "generator", None)
@@ -143,7 +147,27 @@ class Trained:
                 f"the {self.config.task!r} task has no text generator (nlpjax generate and "
                 "Trained.generate serve tasks that define generator(params, sampling))"
             )
-        return hook(self.params, SamplingConfig(temperature, top_k, top_p))
+        sampling = SamplingConfig(temperature, top_k, top_p)
+        if cache is None:
+            return hook(self.params, sampling)
+        return hook(self.params, sampling, cache=self.stream_config(cache))
+
+    def stream_config(self, cache):
+        """``cache`` (a ``StreamConfig``) checked against this model, defaults filled in
+        (``stream_config``)."""
+        return stream_config(self.workdir, cache, self.config)
+
+    def stream_evaluate(self, cache, split: str = "validation", max_tokens: int = 0, **kw):
+        """Per-token negative log-likelihoods of ``split`` read as one stream, token by
+        token, under ``cache`` (``nlpjax eval --stream``): see ``stream_eval.run``."""
+        from nlpjax.evaluation import stream_eval
+
+        resolved = self.stream_config(cache)
+        tokens = self.run.task.tokens(split)
+        if max_tokens:
+            tokens = tokens[:max_tokens]
+        stepper = self.run.task.stream_stepper(resolved)
+        return stream_eval.run(stepper, self.params, tokens, resolved, **kw)
 
     def generate(
         self,
@@ -160,6 +184,23 @@ class Trained:
             raise ValueError("max_new_tokens must be >= 0")
         generator = self.generator(temperature, top_k, top_p)
         return generator.generate(prompt, max_new_tokens, seed=seed)
+
+
+def stream_config(workdir: str | epath.PathLike, cache, config: Config | None = None):
+    """``cache`` (a ``nlpjax.inference.stream_cache.StreamConfig``) checked against the
+    model saved in ``workdir`` (its ``config.json``, or ``config``), defaults filled in,
+    without restoring any checkpoint; a task without a streaming decoder (no
+    ``stream_stepper``) is a ``ConfigError``."""
+    from nlpjax.inference import stream_cache
+
+    config = config or run_lib.load_workdir_config(workdir, TASKS)
+    if getattr(TASKS[config.task], "stream_stepper", None) is None:
+        raise ConfigError(
+            f"the {config.task!r} task has no streaming cache (--cache and --stream serve "
+            "decoder language models, task 'lm')"
+        )
+    where = str(epath.Path(workdir) / loop.CONFIG_FILE)
+    return stream_cache.resolve(cache, config.model, where)
 
 
 def load(workdir: str | epath.PathLike, step: int | None = None) -> Trained:

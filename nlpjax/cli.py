@@ -64,22 +64,40 @@ Prints the loss, the perplexity per token and, for language models, bits per cha
 and per UTF-8 byte (total nats / (ln 2 x characters or bytes of the text the evaluated
 tokens decode to)), which compare across tokenizers.
 
+With --stream, the split is read as one long text token by token through a cache mode
+(--cache, default sink_window; see `nlpjax generate --help`), with a progress bar; it
+prints the perplexity and tokens/s and writes the per-position curve to
+WORKDIR/stream_eval_MODE.npz (`nll`: nats per predicted token) and a summary to
+WORKDIR/stream_eval_MODE.json. --cache=dense needs --max_tokens <= --capacity + 1.
+
 examples:
   nlpjax eval --workdir=/tmp/run1
   nlpjax eval --workdir=/tmp/run1 --split=train
-  nlpjax eval --workdir=/tmp/run1 --step=500"""
+  nlpjax eval --workdir=/tmp/run1 --step=500
+  nlpjax eval --workdir=/tmp/stream --stream --cache=sink_window --n_sink=4 --window=124
+  nlpjax eval --workdir=/tmp/stream --stream --cache=recompute --max_tokens=20000"""
 
 GENERATE_EPILOG = """\
 Past the model's context the window slides: when the KV cache is full, the last half
 context of tokens is re-encoded into a fresh cache and generation continues, so any
---max_new_tokens works. Ids that stand for no text (<pad>, <unk>, <s>, <pause>, <sink>,
+--max_new_tokens works. --cache picks a fixed-size streaming cache instead (decoder LMs;
+window and sink_window need model.positions=rope), one compiled step per token:
+  dense        every token at its position, up to --capacity (default: the context)
+  window       the --window most recent tokens (default: the context)
+  sink_window  the first --n_sink tokens (default 4) + the --window most recent
+               (default: the context minus n_sink): StreamingLLM's attention sinks
+  recompute    re-runs the model on the last --window tokens for every token (slow)
+A learned sink token or registers (model.sink_token, model.num_registers) are always
+kept, in front of the n_sink tokens. Ids that stand for no text (<pad>, <unk>, <s>, <pause>, <sink>,
 registers, sentinels) are never generated. The text is printed as it is generated when
 stdout is a terminal (--stream); the rate (tokens/s) goes to stderr at the end.
 
 examples:
   nlpjax generate --workdir=/tmp/run1 --prompt="ROMEO:" --max_new_tokens=300 \\
       --temperature=0.8 --top_k=40 --seed=0
-  nlpjax generate --workdir=/tmp/run1 --temperature=0 --no-stream > sample.txt"""
+  nlpjax generate --workdir=/tmp/run1 --temperature=0 --no-stream > sample.txt
+  nlpjax generate --workdir=/tmp/stream --cache=sink_window --n_sink=4 --window=124 \
+      --max_new_tokens=100000"""
 
 PLOT_EPILOG = """\
 examples:
@@ -148,6 +166,33 @@ def _subparser(sub, name: str, help_text: str, epilog: str) -> argparse.Argument
     )
 
 
+def _cache_arguments(group, default_help: str) -> None:
+    """``--cache``, ``--n_sink``, ``--window``, ``--capacity`` (checked by
+    ``stream_cache.resolve``: a mistake is one ``error:`` line, exit 2)."""
+    group.add_argument(
+        "--cache",
+        default=None,
+        metavar="MODE",
+        help=f"dense | window | sink_window | recompute (default: {default_help})",
+    )
+    group.add_argument("--n_sink", type=int, default=None, help="sink_window: first tokens kept")
+    group.add_argument("--window", type=int, default=0, help="recent tokens kept (0: context)")
+    group.add_argument("--capacity", type=int, default=0, help="dense: tokens held (0: context)")
+
+
+def _stream_config(args, default_mode: str | None):
+    """The ``StreamConfig`` the flags ask for (None: no streaming cache)."""
+    from nlpjax.inference.stream_cache import StreamConfig
+
+    mode = args.cache or default_mode
+    given = args.n_sink is not None or args.window or args.capacity
+    if mode is None:
+        if given:
+            raise ValueError("--n_sink, --window and --capacity need --cache=MODE")
+        return None
+    return StreamConfig(mode, args.n_sink, args.window, args.capacity)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nlpjax",
@@ -192,6 +237,14 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--step", type=int, default=None, help="a kept checkpoint step (default: the latest)"
     )
+    streaming = ev.add_argument_group("streaming (--stream)")
+    streaming.add_argument(
+        "--stream", action="store_true", help="per-token perplexity of the split as one stream"
+    )
+    _cache_arguments(streaming, default_help="sink_window")
+    streaming.add_argument(
+        "--max_tokens", type=int, default=0, help="stream the first N tokens (0: all)"
+    )
 
     gen = _subparser(
         sub, "generate", "sample text from a workdir's latest checkpoint", GENERATE_EPILOG
@@ -209,6 +262,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="print tokens as they are generated (default: on when stdout is a terminal)",
     )
+    _cache_arguments(gen.add_argument_group("streaming cache"), default_help="none")
 
     plot = _subparser(sub, "plot", "write a PNG of the training curves", PLOT_EPILOG)
     plot.add_argument("--workdir", required=True)
@@ -392,7 +446,20 @@ def cmd_eval(args) -> int:
     from nlpjax import api
 
     _not_a_file(args.workdir, "--workdir")
+    stream_flags = args.cache or args.n_sink is not None or args.window or args.capacity
+    if not args.stream and (stream_flags or args.max_tokens):
+        raise ValueError(
+            "--cache, --n_sink, --window, --capacity and --max_tokens measure a stream: "
+            "add --stream"
+        )
+    if args.max_tokens < 0 or args.max_tokens == 1:
+        raise ValueError(f"--max_tokens={args.max_tokens}: give 0 (all) or at least 2")
+    cache = _stream_config(args, "sink_window") if args.stream else None
+    if cache is not None:  # flag mistakes fail before the checkpoint is restored
+        api.stream_config(args.workdir, cache)
     trained = api.load(args.workdir, args.step)
+    if cache is not None:
+        return _stream_eval(trained, cache, args)
     summary, tokens, seconds = trained.evaluate_timed(args.split)
     print(f"step {trained.step}, split {args.split}")
     for key, value in summary.items():
@@ -404,14 +471,33 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _stream_eval(trained, cache, args) -> int:
+    from nlpjax.evaluation import stream_eval
+    from nlpjax.inference.stream_cache import describe
+
+    _writable_dir(args.workdir, "--workdir")
+    result = trained.stream_evaluate(cache, args.split, args.max_tokens, progress=True)
+    print(f"step {trained.step}, split {args.split}, {describe(result.cache)}")
+    print(f"stream/tokens {result.nll.size}")
+    print(f"stream/loss {result.loss:.6f}")
+    print(f"stream/perplexity {result.perplexity:.6f}")
+    print(f"stream/tokens_per_s {result.tokens_per_second:,.1f}")
+    curve, _ = stream_eval.write(result, args.workdir)
+    print(f"wrote {curve} (nll per position) and its .json summary")
+    return 0
+
+
 def cmd_generate(args) -> int:
     from nlpjax import api
 
     if args.max_new_tokens < 0:
         raise ValueError("--max_new_tokens must be >= 0")
     _not_a_file(args.workdir, "--workdir")
+    cache = _stream_config(args, None)
+    if cache is not None:  # flag mistakes fail before the checkpoint is restored
+        api.stream_config(args.workdir, cache)
     trained = api.load(args.workdir)
-    generator = trained.generator(args.temperature, args.top_k, args.top_p)
+    generator = trained.generator(args.temperature, args.top_k, args.top_p, cache=cache)
     generator.encode(args.prompt)  # a prompt it cannot encode fails before any output
     stream = sys.stdout.isatty() if args.stream is None else args.stream
     out = sys.stdout

@@ -17,7 +17,8 @@ Three implementations compute the same function (``model.attention``):
 ``auto`` picks ``cudnn`` on a GPU where it is supported, else ``reference``. With
 ``decode=True`` keys and values are written into a dense KV cache (the ``cache``
 collection, layout (B, H, max_len, K)) at ``cache_index``, so one call can prefill a
-prompt or add one token.
+prompt or add one token. A streaming cache (``key_positions_BS``) keeps the keys before
+RoPE and rotates them by their current positions in the cache at every call.
 """
 
 import logging
@@ -233,10 +234,14 @@ class MultiHeadAttention(nn.Module):
         train: bool = False,
         decode: bool = False,
         cache_index: jax.Array | None = None,
+        key_positions_BS: Int[Array, "B S"] | None = None,
     ) -> Float[Array, "B L D"]:
         """Attends within ``causal`` (positions j <= i) AND ``mask`` (None: no extra mask).
 
         With ``decode=True`` pass ``causal=False`` and the position mask over the cache.
+        ``key_positions_BS`` (decoding only): the cache holds keys before RoPE and every
+        slot's key is rotated by these positions at each call (a streaming cache, whose
+        positions change as tokens are evicted); None rotates keys once, when written.
         """
         B, L, D = x_BLD.shape
         H, K, dtype = self.num_heads, self.head_dim, self.dtype
@@ -270,14 +275,11 @@ class MultiHeadAttention(nn.Module):
             qkv = qkv + b_qkv.reshape(1, -1).astype(dtype)
         if causal:
             mask = combine_masks(causal_mask(L), mask) if impl == "reference" else mask
+        cache = (cache_index, key_positions_BS) if decode else None
         if impl == "reference":
-            out = self._reference(
-                qkv.reshape(B, L, 3, H, K), mask, positions_BL, train, decode, cache_index
-            )
+            out = self._reference(qkv.reshape(B, L, 3, H, K), mask, positions_BL, train, cache)
         else:
-            out = self._fused(
-                qkv.reshape(B, L, 3, H, K), mask, positions_BL, causal, decode, cache_index, impl
-            )
+            out = self._fused(qkv.reshape(B, L, 3, H, K), mask, positions_BL, causal, cache, impl)
         w_o = param_with_axes(
             self, "out_kernel", self.out_init, (H, K, D), ("heads", "kv", "embed"), self.param_dtype
         )
@@ -289,16 +291,20 @@ class MultiHeadAttention(nn.Module):
             y = y + b_o[None].astype(dtype)
         return y.reshape(B, L, D)
 
-    def _reference(self, qkv_BL3HK, mask, positions_BL, train, decode, cache_index):
-        """Explicit (B, H, L, Lk) scores and weights; softmax in float32. Returns (B*L, H*K)."""
+    def _reference(self, qkv_BL3HK, mask, positions_BL, train, cache):
+        """Explicit (B, H, L, Lk) scores and weights; softmax in float32. Returns (B*L, H*K).
+
+        ``cache``: None, or (write index, streaming key positions or None) when decoding.
+        """
         B, L, _, H, K = qkv_BL3HK.shape
         qkv = qkv_BL3HK.transpose(2, 0, 3, 1, 4)  # 3 B H L K
         q_BHLK, k_BHLK, v_BHLK = qkv[0], qkv[1], qkv[2]
         if self.use_rope:
             q_BHLK = pos_lib.rope(q_BHLK, positions_BL, self.rope_base)
+        if cache is not None:
+            k_BHLK, v_BHLK = self._cached_keys_values(k_BHLK, v_BHLK, positions_BL, cache)
+        elif self.use_rope:
             k_BHLK = pos_lib.rope(k_BHLK, positions_BL, self.rope_base)
-        if decode:
-            k_BHLK, v_BHLK = self._update_cache(k_BHLK, v_BHLK, cache_index)
 
         def on_weights(weights):
             self.sow("intermediates", "attention_weights", weights)
@@ -309,22 +315,40 @@ class MultiHeadAttention(nn.Module):
         )
         return out_BHLK.transpose(0, 2, 1, 3).reshape(B * L, H * K)
 
-    def _fused(self, qkv_BL3HK, mask, positions_BL, causal, decode, cache_index, impl):
+    def _fused(self, qkv_BL3HK, mask, positions_BL, causal, cache, impl):
         """``jax.nn.dot_product_attention`` on (B, L, H, K). Returns (B*L, H*K)."""
         B, L, _, H, K = qkv_BL3HK.shape
         q_BLHK, k_BLHK, v_BLHK = qkv_BL3HK[:, :, 0], qkv_BL3HK[:, :, 1], qkv_BL3HK[:, :, 2]
         if self.use_rope:
             q_BLHK = pos_lib.rope_blhk(q_BLHK, positions_BL, self.rope_base)
-            k_BLHK = pos_lib.rope_blhk(k_BLHK, positions_BL, self.rope_base)
-        if decode:  # the cache keeps the reference layout (B, H, max_len, K)
-            k_BHSK, v_BHSK = self._update_cache(
-                k_BLHK.transpose(0, 2, 1, 3), v_BLHK.transpose(0, 2, 1, 3), cache_index
+        if cache is not None:  # the cache keeps the reference layout (B, H, max_len, K)
+            k_BHSK, v_BHSK = self._cached_keys_values(
+                k_BLHK.transpose(0, 2, 1, 3), v_BLHK.transpose(0, 2, 1, 3), positions_BL, cache
             )
             k_BLHK, v_BLHK = k_BHSK.transpose(0, 2, 1, 3), v_BHSK.transpose(0, 2, 1, 3)
+        elif self.use_rope:
+            k_BLHK = pos_lib.rope_blhk(k_BLHK, positions_BL, self.rope_base)
         out_BLHK = jax.nn.dot_product_attention(
             q_BLHK, k_BLHK, v_BLHK, mask=mask, is_causal=causal, implementation=impl
         )
         return out_BLHK.reshape(B * L, H * K)
+
+    def _cached_keys_values(self, k_BHLK, v_BHLK, positions_BL, cache):
+        """The whole cache's keys (rotated) and values after writing this call's.
+
+        Without streaming positions, keys are rotated by their own positions and cached
+        so; with them, the cache keeps unrotated keys and rotates every slot's by its
+        current position (``key_positions_BS``) at each call.
+        """
+        index, key_positions_BS = cache
+        if key_positions_BS is None:
+            if self.use_rope:
+                k_BHLK = pos_lib.rope(k_BHLK, positions_BL, self.rope_base)
+            return self._update_cache(k_BHLK, v_BHLK, index)
+        k_BHSK, v_BHSK = self._update_cache(k_BHLK, v_BHLK, index)
+        if self.use_rope:
+            k_BHSK = pos_lib.rope(k_BHSK, key_positions_BS, self.rope_base)
+        return k_BHSK, v_BHSK
 
     def _update_cache(self, k_BHLK, v_BHLK, index):
         """Writes this call's keys/values at ``index``; returns the whole cache."""

@@ -31,6 +31,7 @@ from nlpjax.models.attention import (
     prefix_segment_mask,
     segment_mask,
 )
+from nlpjax.models.cache_layout import StreamSlots, slot_layout
 from nlpjax.models.layers import ACTIVATIONS, MLP, Dense, Norm, param_with_axes
 from nlpjax.models.model_config import ModelConfig
 from nlpjax.precision import (
@@ -124,13 +125,18 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + Attn(Norm(x)); x + MLP(Norm(x)).
 
     Arguments are positional so ``nn.remat`` can mark ``causal``, ``train`` and
-    ``decode`` static (argnums 4-6, counting ``self``).
+    ``decode`` static (argnums 4-6, counting ``self``). ``cache_slots``: the KV cache's
+    length when decoding (0: the prefix and ``max_len`` tokens); ``key_positions_BS``:
+    the cached keys' rotary positions when the cache holds keys before RoPE (streaming).
     """
 
     config: DecoderConfig
+    cache_slots: int = 0
 
     @nn.compact
-    def __call__(self, x_BLD, mask, positions_BL, causal, train, decode, cache_index):
+    def __call__(
+        self, x_BLD, mask, positions_BL, causal, train, decode, cache_index, key_positions_BS=None
+    ):
         cfg = self.config
         types = {"dtype": resolve_dtype(cfg.dtype), "param_dtype": DTYPES[cfg.param_dtype]}
         out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
@@ -138,7 +144,7 @@ class Block(nn.Module):
         h = MultiHeadAttention(
             num_heads=cfg.num_heads,
             head_dim=cfg.head_dim,
-            max_len=cfg.num_prefix + cfg.max_len,  # KV cache slots: prefix, then tokens
+            max_len=self.cache_slots or cfg.num_prefix + cfg.max_len,  # prefix, then tokens
             use_rope=cfg.positions == "rope",
             rope_base=cfg.rope_base,
             dropout=cfg.dropout,
@@ -155,6 +161,7 @@ class Block(nn.Module):
             train=train,
             decode=decode,
             cache_index=cache_index,
+            key_positions_BS=key_positions_BS,
         )
         x_BLD = x_BLD + nn.Dropout(cfg.dropout)(h, deterministic=not train)
         h = Norm(cfg.norm, name="mlp_norm", **types)(x_BLD)
@@ -180,9 +187,15 @@ class Decoder(nn.Module):
     tokens. Because they never see the input, their keys and values depend on the
     parameters only: ``fill_prefix=True`` computes them once into a KV cache, and
     decoding then reuses them (cache slots 0..P-1; the tokens' slots follow).
+
+    ``stream`` (a ``StreamSlots``) makes ``decode=True`` a streaming cache of fixed size
+    (``nlpjax.models.cache_layout``): one token per call, keys cached before RoPE and
+    rotated by their position inside the cache, the first ``n_sink`` tokens kept and the
+    ``window`` most recent in a ring. Parameters are the same as without it.
     """
 
     config: DecoderConfig
+    stream: StreamSlots | None = None
 
     @nn.compact
     def __call__(
@@ -217,7 +230,12 @@ class Decoder(nn.Module):
         if fill_prefix and not (decode and P and L == 0):
             raise ValueError("fill_prefix needs decode=True, registers or a sink, and 0 tokens")
 
-        positions_BL, mask, causal, slot = self._layout(B, L, segments_BL, decode, fill_prefix)
+        if decode and self.stream is not None:
+            positions_BL, mask, slot, key_positions_BS = self._stream_layout(B, L, fill_prefix)
+            causal = False
+        else:
+            positions_BL, mask, causal, slot = self._layout(B, L, segments_BL, decode, fill_prefix)
+            key_positions_BS = None
 
         embedding = param_with_axes(
             self,
@@ -236,11 +254,12 @@ class Decoder(nn.Module):
         x_BLD = nn.Dropout(cfg.dropout)(x_BLD, deterministic=not train)
 
         block_cls = block_class(cfg.remat, decode)
+        cache_slots = P + self.stream.size if self.stream is not None else 0
         for i in range(cfg.num_layers):
             # Activation layout at block boundaries (a no-op without a mesh in context).
             x_BLD = nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
-            x_BLD = block_cls(cfg, name=f"block_{i}")(
-                x_BLD, mask, positions_BL, causal, train, decode, slot
+            x_BLD = block_cls(cfg, cache_slots, name=f"block_{i}")(
+                x_BLD, mask, positions_BL, causal, train, decode, slot, key_positions_BS
             )
             self.sow("intermediates", "hidden_states", x_BLD)  # probes (no-op otherwise)
         if with_prefix:  # the registers' and sink's outputs are discarded
@@ -290,6 +309,30 @@ class Decoder(nn.Module):
                 prefix_segment_mask(segments_BL, P) if P else segment_mask(segments_BL, segments_BL)
             )
         return positions_BL, mask, True, None
+
+    def _stream_layout(self, B, L, fill_prefix):
+        """(query positions, mask, write slot, key positions) of a streaming-cache call.
+
+        One token per call (or the prefix fill); the cache's ``index`` counts the tokens
+        seen, and ``cache_layout.slot_layout`` places this one.
+        """
+        P = self.config.num_prefix
+        expected = 0 if fill_prefix else 1
+        if expected != L:
+            raise ValueError(f"a streaming cache takes one token per call, got {L}")
+        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        layout = slot_layout(self.stream, P, index.value)
+        index.value = index.value + L
+        key_positions_BS = jnp.broadcast_to(layout.key_positions_S, (B, layout.valid_S.size))
+        if fill_prefix:  # the P prefix vectors at -P..-1, into slots 0..P-1
+            queries_BL = _prefix_positions(B, P, jnp.zeros((B, 0), jnp.int32))
+            slot = jnp.zeros((), jnp.int32)
+        else:
+            queries_BL = jnp.broadcast_to(layout.query_position, (B, 1))
+            slot = layout.write_slot
+        mask = position_causal_mask(queries_BL, key_positions_BS) & layout.valid_S[None, None, None]
+        positions_BL = jnp.broadcast_to(layout.query_position, (B, L))
+        return positions_BL, mask, slot, key_positions_BS
 
     def _embed_tokens(self, embedding, tokens_BL, positions_BL) -> Float[Array, "B L D"]:
         """Token embeddings plus learned or sinusoidal positions, in the residual dtype."""

@@ -142,6 +142,12 @@ class Task(Protocol):
     def describe_data(self, split: str, num_examples: int) -> str:
         """The text ``nlpjax data inspect`` prints for this task's data."""
 
+    def stream_stepper(self, cache: Any) -> Any:
+        """Optional: a one-token-per-step decoder for a streaming cache (``cache``: a
+        ``nlpjax.inference.stream_cache.StreamConfig``), for ``nlpjax generate --cache``
+        and ``nlpjax eval --stream``; ``generator(params, sampling, cache=...)`` then
+        samples through it. Tasks without one refuse those flags."""
+
 
 # -- helpers for tasks and the trainer ---------------------------------------------------
 

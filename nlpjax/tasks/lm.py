@@ -25,6 +25,7 @@ from nlpjax.data.tokenizers import (
     save_tokenizer,
 )
 from nlpjax.errors import ConfigError, DataError
+from nlpjax.inference import stream_cache
 from nlpjax.inference.decode import Generator, SamplingConfig
 from nlpjax.inference.text_generator import TextGenerator
 from nlpjax.models.decoder import Decoder, DecoderConfig, flops_per_token
@@ -371,12 +372,20 @@ class LMTask:
 
     # -- faces: generation and data inspection ---------------------------------------------
 
-    def generator(self, params, sampling, pauses: int | None = None) -> TextGenerator:
+    def generator(
+        self,
+        params,
+        sampling,
+        pauses: int | None = None,
+        cache: stream_cache.StreamConfig | None = None,
+    ) -> TextGenerator:
         """Samples text from ``params`` with ``sampling`` (a ``SamplingConfig``), using the
         KV-cached decoder; ids that stand for no text are never generated.
 
         ``pauses``: M_inf, the pauses appended to every prompt (default
-        ``data.pause_inference``); sampling starts after the last one.
+        ``data.pause_inference``); sampling starts after the last one. ``cache``: a
+        streaming cache mode (``stream_stepper``) instead of the default, which re-encodes
+        the last half context whenever the cache fills.
         """
         count = self.config.data.pause_inference if pauses is None else pauses
         if count < 0:
@@ -386,8 +395,17 @@ class LMTask:
             pause_id = pause_token_id(self.tokenizer, self.config.data)
         pauses = [pause_id] * count  # M_inf after the prompt
         banned = self.tokenizer.non_text_ids()  # the learned <pause> among them
-        tokens = Generator(self.model, params, sampling, banned, append_ids=pauses)
+        if cache is None:
+            tokens = Generator(self.model, params, sampling, banned, append_ids=pauses)
+        else:
+            stepper = self.stream_stepper(cache)
+            tokens = stream_cache.StreamGenerator(stepper, params, sampling, banned, pauses)
         return TextGenerator(tokens, self.tokenizer, self._tokenizer_file)
+
+    def stream_stepper(self, cache: stream_cache.StreamConfig):
+        """The decoder one token per step under a resolved ``cache`` mode
+        (``stream_cache.resolve``)."""
+        return stream_cache.stepper(self.model, cache)
 
     def describe_data(self, split: str, num_examples: int) -> str:
         """The ``nlpjax data inspect`` report: sizes, vocabulary, decoded batches, speed."""
