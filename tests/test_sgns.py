@@ -138,7 +138,8 @@ def test_subsampling_into_a_capacity_counts_the_overflow():
 # -- negatives --------------------------------------------------------------------------
 
 
-def test_negative_sampler_matches_unigram_to_the_075_chi_square():
+@pytest.mark.parametrize("source", ["key", "bits"])
+def test_negative_sampler_matches_unigram_to_the_075_chi_square(source):
     counts = np.r_[np.zeros(4), 1000.0 / np.arange(1, 61) ** 1.1, 0.0]  # Zipf, zeros at ends
     accept, alias = sgns.negative_table(counts, 0.75)
     expected = counts**0.75 / (counts**0.75).sum()
@@ -146,8 +147,12 @@ def test_negative_sampler_matches_unigram_to_the_075_chi_square():
     np.add.at(implied, alias, (1 - accept) / len(counts))
     np.testing.assert_allclose(implied, expected, atol=1e-7)
     n = 400_000
-    sample = jax.jit(sgns.sample_negatives, static_argnums=3)
-    draws = sample(KEY, jnp.asarray(accept), jnp.asarray(alias), (n // 8, 8))
+    if source == "key":
+        sample = jax.jit(sgns.sample_negatives, static_argnums=3)
+        draws = sample(KEY, jnp.asarray(accept), jnp.asarray(alias), (n // 8, 8))
+    else:  # one call's bits, as the benchmark's epoch dispatch draws them
+        bits = jax.random.bits(KEY, (2, n // 8, 8), jnp.uint32)
+        draws = jax.jit(sgns.negatives_from_bits)(bits, jnp.asarray(accept), jnp.asarray(alias))
     observed = np.bincount(np.asarray(draws).ravel(), minlength=len(counts))
     assert observed[counts == 0].sum() == 0
     support = counts > 0

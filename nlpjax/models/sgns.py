@@ -12,6 +12,7 @@ Two tables, as word2vec: ``center`` (its ``syn0``, uniform in +-0.5/E) and ``con
 """
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -156,10 +157,20 @@ def dynamic_window(
     (window - d + 1) / window. A pair needs both ends valid, inside the chunk and in the
     same segment. Offsets are ``window_offsets(window)``.
     """
+    reach_L = window - jax.random.randint(rng, valid_L.shape, 0, window)
+    return window_pairs(valid_L, reach_L, window, segments_L)
+
+
+def window_pairs(
+    valid_L: Bool[Array, " L"],
+    reach_L: Int[Array, " L"],
+    window: int,
+    segments_L: Int[Array, " L"] | None = None,
+) -> tuple[Bool[Array, "L C"], Int[Array, "L C"]]:
+    """``dynamic_window`` with each center's reach (in 1..``window``) given."""
     length = valid_L.shape[0]
     segments_L = jnp.ones(length, jnp.int32) if segments_L is None else segments_L
     offsets_C = window_offsets(window)
-    reach_L = window - jax.random.randint(rng, (length,), 0, window)
     position_LC = jnp.arange(length)[:, None] + offsets_C[None, :]
     inside_LC = (position_LC >= 0) & (position_LC < length)
     position_LC = jnp.clip(position_LC, 0, length - 1)
@@ -216,6 +227,17 @@ def sample_negatives(
     bucket_key, coin_key = jax.random.split(rng)
     bucket = jax.random.randint(bucket_key, shape, 0, accept_V.shape[0])
     coin = jax.random.uniform(coin_key, shape)
+    return jnp.where(coin < accept_V[bucket], bucket, alias_V[bucket]).astype(jnp.int32)
+
+
+def negatives_from_bits(
+    bits: Int[Array, "2 ..."], accept_V: Float[Array, " V"], alias_V: Int[Array, " V"]
+) -> Int[Array, "..."]:
+    """``sample_negatives`` from given random uint32 bits (``bits[0]`` picks the bucket,
+    the top 24 bits of ``bits[1]`` the coin), for callers that draw all of a run's bits
+    in one call (each ``jax.random`` call adds compilation time on XLA:CPU)."""
+    bucket = (bits[0] % accept_V.shape[0]).astype(jnp.int32)
+    coin = (bits[1] >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
     return jnp.where(coin < accept_V[bucket], bucket, alias_V[bucket]).astype(jnp.int32)
 
 
@@ -329,8 +351,7 @@ def skipgram_ns_loss(
       per-pair SGD step summed over the chunk.
     """
     mask = mask_LC.astype(center_LE.dtype)
-    scores_LC = positive_scores(center_LE, context_LE, window)
-    positive = jnp.sum(-jax.nn.log_sigmoid(scores_LC) * mask)
+    positive = positive_loss(center_LE, context_LE, mask_LC, window)
     weight = mask if sharing == "pair" else mask.sum(1)
     count = negatives.shape[-2] if num_negatives is None else num_negatives
     return positive + _negative_term(center_LE, negatives, sharing, weight, count), mask.sum()
@@ -488,3 +509,92 @@ def sparse_adagrad(
 def linear_lr(total_steps: int, start: float = 0.025, end: float = 1e-4) -> optax.Schedule:
     """word2vec's learning rate: linear from ``start`` to ``end`` over the run."""
     return optax.linear_schedule(start, end, max(int(total_steps), 1))
+
+
+# -- the positive term with a hand-written gradient ---------------------------------------
+
+
+def _blocked(center_LE: Array, context_LE: Array, window: int) -> tuple[Array, Array]:
+    """(v (K, b, E), u (K, 2b, E)): block k of b = 2 * window centers and the 2b context
+    rows its windows can reach (rows k * b - window .. k * b + b + window - 1 and b - 2 *
+    window more), as in ``positive_scores``."""
+    length, width = center_LE.shape
+    block = 2 * window
+    blocks = -(-length // block)
+    padded = blocks * block
+    v_KBE = jnp.pad(center_LE, ((0, padded - length), (0, 0))).reshape(blocks, block, width)
+    u_PE = jnp.pad(context_LE, ((window, padded - length + block - window), (0, 0)))
+    u_KQE = jnp.concatenate(
+        [
+            u_PE[:padded].reshape(blocks, block, width),
+            u_PE[block : padded + block].reshape(blocks, block, width),
+        ],
+        axis=1,
+    )
+    return v_KBE, u_KQE
+
+
+def _unblocked_context(du_KQE: Array, length: int, window: int) -> Array:
+    """The gradient of ``_blocked``'s u (K, 2b, E) folded back onto the L context rows."""
+    blocks, width = du_KQE.shape[0], du_KQE.shape[-1]
+    block = 2 * window
+    padded = blocks * block
+    first = du_KQE[:, :block].reshape(padded, width)
+    second = du_KQE[:, block:].reshape(padded, width)
+    du_PE = jnp.pad(first, ((0, block), (0, 0))) + jnp.pad(second, ((block, 0), (0, 0)))
+    return du_PE[window : window + length]
+
+
+def _blocked_mask(mask_LC: Array, window: int) -> Array:
+    """The pair mask (L, C) laid out as the block scores (K, b, 2b), zero elsewhere."""
+    length = mask_LC.shape[0]
+    block, count = 2 * window, mask_LC.shape[1]
+    blocks = -(-length // block)
+    padded = jnp.pad(mask_LC, ((0, blocks * block - length), (0, 1)))  # column C: always 0
+    # score (b, q) of a block is offset q - window - b; its column, or C when none
+    offset_BQ = np.arange(2 * block)[None, :] - window - np.arange(block)[:, None]
+    column = {int(o): c for c, o in enumerate(window_offsets(window))}
+    index_BQ = np.vectorize(lambda o: column.get(int(o), count))(offset_BQ)
+    blocked = padded.reshape(blocks, block, count + 1)
+    return jnp.take_along_axis(blocked, jnp.broadcast_to(index_BQ, (blocks, block, 2 * block)), 2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _positive_loss(center_LE, context_LE, mask_LC, window):
+    return _positive_fwd(center_LE, context_LE, mask_LC, window)[0]
+
+
+def _positive_fwd(center_LE, context_LE, mask_LC, window):
+    v_KBE, u_KQE = _blocked(center_LE, context_LE, window)
+    mask_KBQ = _blocked_mask(mask_LC, window).astype(center_LE.dtype)
+    scores_KBQ = jnp.einsum("kbe,kqe->kbq", v_KBE, u_KQE)
+    loss = jnp.sum(jax.nn.softplus(-scores_KBQ) * mask_KBQ)
+    coef_KBQ = -jax.nn.sigmoid(-scores_KBQ) * mask_KBQ  # d(-log s(x))/dx per pair
+    return loss, (v_KBE, u_KQE, coef_KBQ, center_LE.shape[0])
+
+
+def _positive_bwd(window, residuals, g):
+    v_KBE, u_KQE, coef_KBQ, length = residuals
+    coef_KBQ = coef_KBQ * g
+    dv_KBE = jnp.einsum("kbq,kqe->kbe", coef_KBQ, u_KQE)
+    du_KQE = jnp.einsum("kbq,kbe->kqe", coef_KBQ, v_KBE)
+    dv_LE = dv_KBE.reshape(-1, v_KBE.shape[-1])[:length]
+    return dv_LE, _unblocked_context(du_KQE, length, window), None
+
+
+_positive_loss.defvjp(_positive_fwd, _positive_bwd)
+
+
+def positive_loss(
+    center_LE: Float[Array, "L E"],
+    context_LE: Float[Array, "L E"],
+    mask_LC: Bool[Array, "L C"],
+    window: int,
+) -> Float[Array, ""]:
+    """Sum over the pairs of -log s(u_o . v_c), with a hand-written gradient.
+
+    The same number as masking ``positive_scores``, but its gradient is two batched
+    matmuls on the block layout and static slices back onto the rows; autodiff of the
+    score gather (``take_along_axis``) gives a scatter-add that XLA:CPU runs slowly.
+    """
+    return _positive_loss(center_LE, context_LE, mask_LC, window)
