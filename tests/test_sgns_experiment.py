@@ -1,7 +1,10 @@
 """experiments/sgns.py: gensim's settings, the default corpus and any corpus by spec."""
 
+import logging
 import os
 
+import flax.linen as nn
+import jax
 import pytest
 import tensorflow_datasets as tfds
 
@@ -82,3 +85,24 @@ def test_training_on_files_without_validation_logs_the_word_evaluation(tmp_path)
     evals = [r for r in read_metrics(workdir) if "eval/analogy" in r]
     assert [r["step"] for r in evals] == [4]
     assert 0.0 <= evals[0]["eval/analogy"] <= 1.0 and "eval/wordsim353" in evals[0]
+
+
+def test_malformed_evaluation_lines_are_skipped_with_a_count(tmp_path, caplog):
+    (tmp_path / "wordsim353.tsv").write_text(
+        "# a comment\nking\tqueen\t8.5\nman woman\nlord\tlady\t7.0\nlove\thate\tmany\n"
+        "good\tbad\t3.0\n"
+    )
+    (tmp_path / "questions-words.txt").write_text(
+        "before any section\n: family\nman woman king queen\nking queen\n"
+    )
+    config = api.load_config(CONFIG + ":tiny", {"data.word_eval_dir": str(tmp_path)})
+    task = api.task_class(config)(config)
+    params = nn.unbox(task.init(jax.random.PRNGKey(0)))["params"]
+    with caplog.at_level(logging.WARNING):
+        report = task.evaluate(params, {}, jax.random.PRNGKey(1))
+    assert -1.0 <= report["wordsim353"] <= 1.0 and report["wordsim353_coverage"] == 1.0
+    assert 0.0 <= report["analogy"] <= 1.0 and "simlex999" not in report
+    warnings = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "wordsim353.tsv: 2 malformed line(s) skipped" in warnings[0]
+    assert "questions-words.txt: 2 malformed line(s) skipped" in warnings[1]
