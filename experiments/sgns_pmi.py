@@ -4,8 +4,8 @@
 
 Trains ``experiments/sgns.py`` on Tiny Shakespeare's training split (without subsampling,
 so the training pairs are the dynamic window's pairs of the plain stream; otherwise
-gensim's settings, in 256-word chunks), then sets the trained scores u_o . v_c of every (center, context)
-pair seen at least ``--min_pairs`` times (expected count) against the shifted PMI
+gensim's settings, in 256-word chunks), then sets the trained scores u_o . v_c of every
+(center, context) pair seen at least ``--min_pairs`` times (expected count) against the shifted PMI
 log(#(c, o) / (#(c) P_n(o))) - log k (``nlpjax.analysis.word_vectors``), with P_n the
 unigram^0.75 noise distribution the negatives come from. Writes to ``--out``:
 ``pmi.json`` (correlations, slope, per threshold), ``pmi_scatter.png`` and ``pca.png``
