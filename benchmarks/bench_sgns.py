@@ -168,7 +168,10 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
             (bits,) = bits
             length = ids.shape[0]
             reach = config.window - (bits[:length] % config.window).astype(jnp.int32)
-            mask, _ = sgns.window_pairs(valid, reach, config.window, segments)
+            if config.negative_sharing == "pair" or args.update == "capped":  # need (L, C)
+                mask, _ = sgns.window_pairs(valid, reach, config.window, segments)
+            else:  # the same pairs, laid out as the positive scores (no gathers)
+                mask = sgns.window_pairs_blocked(valid, reach, config.window, segments)
             shape = sgns.negative_shape(config, length)
             draws = bits[length:].reshape(2, *shape)
             negatives = sgns.negatives_from_bits(draws, state["accept"], state["alias"])

@@ -261,6 +261,35 @@ def test_skipgram_ns_loss_and_gradients_equal_numpy_reference(chunk, sharing, nu
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("length, window", [(37, 3), (40, 5), (3, 2)])
+def test_blocked_pair_mask_holds_the_same_pairs_and_loss(length, window):
+    rng = np.random.default_rng(length)
+    valid = jnp.asarray(rng.random(length) < 0.8)
+    reach = jnp.asarray(rng.integers(1, window + 1, length).astype(np.int32))
+    segments = jnp.asarray(np.sort(rng.integers(1, 4, length)).astype(np.int32))
+    mask_LC, _ = jax.jit(sgns.window_pairs, static_argnums=2)(valid, reach, window, segments)
+    blocked = jax.jit(sgns.window_pairs_blocked, static_argnums=2)(valid, reach, window, segments)
+    assert blocked.shape == (-(-length // (2 * window)), 2 * window, 4 * window)
+    np.testing.assert_array_equal(
+        np.asarray(blocked), np.asarray(sgns._blocked_mask(mask_LC, window))
+    )
+    v, u = (jnp.asarray(rng.normal(size=(length, E)).astype(np.float32)) for _ in range(2))
+    neg = jnp.asarray(rng.normal(size=(N, E)).astype(np.float32))
+
+    def loss(mask):
+        def f(*rows):
+            return sgns.skipgram_ns_loss(*rows, mask, window, "batch", 5)
+
+        return jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True)(v, u, neg)
+
+    (want, pairs_want), grads_want = loss(mask_LC)
+    (got, pairs_got), grads_got = loss(blocked)
+    assert float(pairs_got) == float(pairs_want) == float(np.asarray(mask_LC).sum())
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+    for g, w in zip(grads_got, grads_want, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("sharing", ["center", "block", "batch"])
 def test_cbow_ns_loss_equals_numpy_reference(chunk, sharing):
     v, u, neg, mask = chunk["center"], chunk["context"], chunk["neg"][sharing], chunk["mask"]

@@ -339,7 +339,8 @@ def skipgram_ns_loss(
       context_LE: ``context[ids]`` per chunk position (u_o of the positives).
       negatives: ``context[negative ids]``, (L, C, N, E), (L, N, E) or (N, E) by ``sharing``.
       mask_LC: the pairs (``dynamic_window``); offset k of center i is position
-        i + ``window_offsets(window)[k]``.
+        i + ``window_offsets(window)[k]``. Or the same pairs in the block layout of
+        ``window_pairs_blocked`` (cheaper to build; not with "pair" sharing).
       window: the largest window (C = 2 * window).
       sharing: see ``NEGATIVE_SHARING``; with "center"/"batch" a center's negative term
         counts once per pair it has, so the expected gradient is word2vec's.
@@ -350,9 +351,15 @@ def skipgram_ns_loss(
       (loss summed over pairs, number of pairs). The gradient of the sum is word2vec's
       per-pair SGD step summed over the chunk.
     """
-    mask = mask_LC.astype(center_LE.dtype)
     positive = positive_loss(center_LE, context_LE, mask_LC, window)
-    weight = mask if sharing == "pair" else mask.sum(1)
+    if mask_LC.ndim == 3:  # window_pairs_blocked's layout: pairs per center by block
+        if sharing == "pair":
+            raise ValueError("sharing='pair' needs the (L, C) pair mask")
+        mask = mask_LC.astype(center_LE.dtype)
+        weight = mask.sum(-1).reshape(-1)[: center_LE.shape[0]]
+    else:
+        mask = mask_LC.astype(center_LE.dtype)
+        weight = mask if sharing == "pair" else mask.sum(1)
     count = negatives.shape[-2] if num_negatives is None else num_negatives
     return positive + _negative_term(center_LE, negatives, sharing, weight, count), mask.sum()
 
@@ -559,14 +566,55 @@ def _blocked_mask(mask_LC: Array, window: int) -> Array:
     return jnp.take_along_axis(blocked, jnp.broadcast_to(index_BQ, (blocks, block, 2 * block)), 2)
 
 
+def _blocked_rows(x_L: Array, window: int, blocks: int) -> tuple[Array, Array]:
+    """A per-position array (L, ...) as the centers (K, b, ...) and context positions
+    (K, 2b, ...) of ``_blocked`` (zero past the ends)."""
+    block, length = 2 * window, x_L.shape[0]
+    padded = blocks * block
+    tail = ((0, 0),) * (x_L.ndim - 1)
+    centers = jnp.pad(x_L, ((0, padded - length), *tail)).reshape(blocks, block, *x_L.shape[1:])
+    around = jnp.pad(x_L, ((window, padded - length + block - window), *tail))
+    contexts = jnp.concatenate(
+        [
+            around[:padded].reshape(blocks, block, *x_L.shape[1:]),
+            around[block : padded + block].reshape(blocks, block, *x_L.shape[1:]),
+        ],
+        axis=1,
+    )
+    return centers, contexts
+
+
+def window_pairs_blocked(
+    valid_L: Bool[Array, " L"],
+    reach_L: Int[Array, " L"],
+    window: int,
+    segments_L: Int[Array, " L"] | None = None,
+) -> Bool[Array, "K b Q"]:
+    """``window_pairs``'s mask laid out as the block scores of ``positive_loss``: block k
+    of b = 2 * window centers against the Q = 2b context positions its windows reach
+    (offset q - window - i for center i of the block). Elementwise on static slices,
+    without the gathers of the (L, C) layout."""
+    length = valid_L.shape[0]
+    segments_L = jnp.ones(length, jnp.int32) if segments_L is None else segments_L
+    blocks = -(-length // (2 * window))
+    valid_c, valid_q = _blocked_rows(valid_L, window, blocks)
+    reach_c, _ = _blocked_rows(reach_L, window, blocks)
+    segment_c, segment_q = _blocked_rows(segments_L, window, blocks)
+    offset_BQ = np.arange(4 * window)[None, :] - window - np.arange(2 * window)[:, None]
+    distance_BQ = np.abs(offset_BQ)
+    mask = (distance_BQ[None] >= 1) & (distance_BQ[None] <= reach_c[..., None])
+    mask &= valid_c[..., None] & valid_q[:, None, :]
+    return mask & (segment_c[..., None] == segment_q[:, None, :])
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _positive_loss(center_LE, context_LE, mask_LC, window):
-    return _positive_fwd(center_LE, context_LE, mask_LC, window)[0]
+def _positive_loss(center_LE, context_LE, mask_KBQ, window):
+    return _positive_fwd(center_LE, context_LE, mask_KBQ, window)[0]
 
 
-def _positive_fwd(center_LE, context_LE, mask_LC, window):
+def _positive_fwd(center_LE, context_LE, mask_KBQ, window):
     v_KBE, u_KQE = _blocked(center_LE, context_LE, window)
-    mask_KBQ = _blocked_mask(mask_LC, window).astype(center_LE.dtype)
+    mask_KBQ = mask_KBQ.astype(center_LE.dtype)
     scores_KBQ = jnp.einsum("kbe,kqe->kbq", v_KBE, u_KQE)
     loss = jnp.sum(jax.nn.softplus(-scores_KBQ) * mask_KBQ)
     coef_KBQ = -jax.nn.sigmoid(-scores_KBQ) * mask_KBQ  # d(-log s(x))/dx per pair
@@ -596,5 +644,8 @@ def positive_loss(
     The same number as masking ``positive_scores``, but its gradient is two batched
     matmuls on the block layout and static slices back onto the rows; autodiff of the
     score gather (``take_along_axis``) gives a scatter-add that XLA:CPU runs slowly.
+    ``mask`` is the (L, C) pair mask or ``window_pairs_blocked``'s (K, b, 2b) one.
     """
+    if mask_LC.ndim == 2:
+        mask_LC = _blocked_mask(mask_LC, window)
     return _positive_loss(center_LE, context_LE, mask_LC, window)
