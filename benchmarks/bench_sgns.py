@@ -182,15 +182,22 @@ def make_dispatch(config: sgns.SGNSConfig, tables: dict, total_steps: int, args)
         lr = schedule(index)
         context_ids = jnp.concatenate([ids, negatives.reshape(-1)])
         g_context = jnp.concatenate([g_u, g_n.reshape(-1, g_u.shape[-1])])
-        uses_c, uses_u, uses_n = sgns.row_uses(
-            mask, config.window, negatives.shape, config.negative_sharing, config.negatives
-        )
-        uses_context = jnp.concatenate([uses_u, uses_n.reshape(-1)])
-        if devices > 1:  # every device applies every device's rows
-            ids, g_v, context_ids, g_context, uses_c, uses_context = (
-                jax.lax.all_gather(x, "devices", tiled=True)
-                for x in (ids, g_v, context_ids, g_context, uses_c, uses_context)
+        if args.update == "capped":  # the pair terms reading each row
+            uses_c, uses_u, uses_n = sgns.row_uses(
+                mask, config.window, negatives.shape, config.negative_sharing, config.negatives
             )
+            uses_context = jnp.concatenate([uses_u, uses_n.reshape(-1)])
+        else:
+            uses_c = uses_context = jnp.zeros(())
+        if devices > 1:  # every device applies every device's rows
+            ids, g_v, context_ids, g_context = (
+                jax.lax.all_gather(x, "devices", tiled=True)
+                for x in (ids, g_v, context_ids, g_context)
+            )
+            if args.update == "capped":
+                uses_c, uses_context = (
+                    jax.lax.all_gather(x, "devices", tiled=True) for x in (uses_c, uses_context)
+                )
         center, acc_c = update(center, state["acc_center"], ids, g_v, lr, uses_c)
         context, acc_u = update(
             context, state["acc_context"], context_ids, g_context, lr, uses_context
