@@ -192,7 +192,12 @@ class SGNSTask:
             ids, valid, segments, overflow = sgns.subsample(
                 ids_T, keep, k_sub, segments_T, self.capacity
             )
-            mask, position = sgns.dynamic_window(valid, cfg.window, k_win, segments)
+            reach = cfg.window - jax.random.randint(k_win, valid.shape, 0, cfg.window)
+            if cfg.objective != "skipgram" or cfg.negative_sharing == "pair":
+                mask, position = sgns.window_pairs(valid, reach, cfg.window, segments)
+            else:  # the same pairs in the positive scores' block layout (cheaper to build)
+                mask = sgns.window_pairs_blocked(valid, reach, cfg.window, segments)
+                position = None
             shape = sgns.negative_shape(cfg, self.capacity)
             negatives = sgns.sample_negatives(k_neg, accept, alias, shape)
             return ids, mask, position, negatives, overflow
