@@ -276,19 +276,11 @@ def positive_scores(
     10 shifted dot products, in about half the time on XLA:CPU, whose fused reductions
     run far below its matmul speed).
     """
-    length, width = center_LE.shape
+    length = center_LE.shape[0]
     block = 2 * window
-    blocks = -(-length // block)
+    v_KBE, u_KQE = _blocked(center_LE, context_LE, window)
+    blocks = v_KBE.shape[0]
     padded = blocks * block
-    v_KBE = jnp.pad(center_LE, ((0, padded - length), (0, 0))).reshape(blocks, block, width)
-    u_PE = jnp.pad(context_LE, ((window, padded - length + block - window), (0, 0)))
-    u_KQE = jnp.concatenate(
-        [
-            u_PE[:padded].reshape(blocks, block, width),
-            u_PE[block : padded + block].reshape(blocks, block, width),
-        ],
-        axis=1,
-    )  # rows k * b - window .. k * b + b + window - 1 (and b - 2 * window more)
     scores_KBQ = jnp.einsum("kbe,kqe->kbq", v_KBE, u_KQE)
     offsets_C = window_offsets(window)
     index_BC = np.arange(block)[:, None] + window + offsets_C[None, :]
@@ -525,20 +517,8 @@ def _blocked(center_LE: Array, context_LE: Array, window: int) -> tuple[Array, A
     """(v (K, b, E), u (K, 2b, E)): block k of b = 2 * window centers and the 2b context
     rows its windows can reach (rows k * b - window .. k * b + b + window - 1 and b - 2 *
     window more), as in ``positive_scores``."""
-    length, width = center_LE.shape
-    block = 2 * window
-    blocks = -(-length // block)
-    padded = blocks * block
-    v_KBE = jnp.pad(center_LE, ((0, padded - length), (0, 0))).reshape(blocks, block, width)
-    u_PE = jnp.pad(context_LE, ((window, padded - length + block - window), (0, 0)))
-    u_KQE = jnp.concatenate(
-        [
-            u_PE[:padded].reshape(blocks, block, width),
-            u_PE[block : padded + block].reshape(blocks, block, width),
-        ],
-        axis=1,
-    )
-    return v_KBE, u_KQE
+    blocks = -(-center_LE.shape[0] // (2 * window))
+    return _blocked_rows(center_LE, window, blocks)[0], _blocked_rows(context_LE, window, blocks)[1]
 
 
 def _unblocked_context(du_KQE: Array, length: int, window: int) -> Array:
