@@ -261,6 +261,15 @@ def test_skipgram_ns_loss_and_gradients_equal_numpy_reference(chunk, sharing, nu
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
 
 
+def test_softplus_and_its_gradient_are_stable_and_exact():
+    x = jnp.array([-200.0, -30.0, -1.5, 0.0, 0.7, 25.0, 200.0])
+    value, grad = jax.value_and_grad(lambda x: jnp.sum(sgns.softplus(x) * jnp.arange(7.0)))(x)
+    want = jax.value_and_grad(lambda x: jnp.sum(jax.nn.softplus(x) * jnp.arange(7.0)))(x)
+    assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
+    np.testing.assert_allclose(float(value), float(want[0]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(want[1]), rtol=1e-6, atol=1e-30)
+
+
 @pytest.mark.parametrize("length, window", [(37, 3), (40, 5), (3, 2)])
 def test_blocked_pair_mask_holds_the_same_pairs_and_loss(length, window):
     rng = np.random.default_rng(length)
