@@ -1,4 +1,5 @@
-"""The ``nlpjax`` command line: train, eval, generate, plot, plan, data (thin: parse, dispatch).
+"""The ``nlpjax`` command line: train, eval, generate, plot, plan, data, neighbors, export
+(thin: parse, dispatch).
 
 Exit codes: 0 success (and a clean stop on SIGTERM), 1 training diverged, 2 bad input
 (one ``error: ...`` line), 130 interrupted by Ctrl-C before training started.
@@ -127,6 +128,27 @@ examples:
       --config.parallel.mesh=data:2,fsdp:2,tensor:2
   nlpjax plan --config=experiments/gpt2_small_char.py:plan_1b --simulate_devices=8 \\
       --no-compile --device_memory_gb=80"""
+
+NEIGHBORS_EPILOG = """\
+Nearest neighbours by cosine of the center vectors of a word2vec (sgns) workdir; a word
+is matched exactly, else in any casing. Several words: repeat --word or separate them
+with commas.
+
+examples:
+  nlpjax neighbors --workdir=/tmp/sgns --word=king
+  nlpjax neighbors --workdir=/tmp/sgns --word=king,queen --word=London --k=5"""
+
+EXPORT_EPILOG = """\
+Writes a workdir's trained model in another program's format, to OUT:
+  word2vec         word2vec's text format (an sgns workdir's center vectors: a "count
+                   dim" line, then "word v1 ... vE" per word, most frequent first)
+  word2vec-binary  word2vec's binary format (float32 little-endian values)
+Both load with gensim.models.KeyedVectors.load_word2vec_format(OUT, binary=...).
+OUT is written whole or not at all (an existing file is replaced only on success).
+
+examples:
+  nlpjax export --workdir=/tmp/sgns --to=word2vec /tmp/vectors.txt
+  nlpjax export --workdir=/tmp/sgns --to=word2vec-binary --step=2460 /tmp/vectors.bin"""
 
 INSPECT_EPILOG = """\
 examples:
@@ -308,6 +330,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "minutes saved for large models)",
     )
 
+    _add_word_vector_parsers(sub)
+
     data = sub.add_parser(
         "data", help="look at a config's data", description="Look at a config's data."
     )
@@ -326,6 +350,101 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 # -- workdirs ------------------------------------------------------------------------------
+
+
+def _add_word_vector_parsers(sub) -> None:
+    """``neighbors`` and ``export`` (``EXPORTERS`` names the formats ``--to`` takes)."""
+    near = _subparser(
+        sub, "neighbors", "nearest neighbours of words in a word2vec workdir", NEIGHBORS_EPILOG
+    )
+    near.add_argument("--workdir", required=True)
+    near.add_argument(
+        "--word",
+        action="append",
+        required=True,
+        metavar="WORD[,WORD...]",
+        help="a word to look up (repeatable; commas separate several)",
+    )
+    near.add_argument("--k", type=int, default=10, help="neighbours per word (default 10)")
+    near.add_argument("--step", type=int, default=None, help="default: the latest checkpoint")
+
+    export = _subparser(sub, "export", "write a workdir's model in another format", EXPORT_EPILOG)
+    export.usage = "nlpjax export --workdir=DIR --to=FORMAT [--step=STEP] OUT"
+    export.add_argument("--workdir", required=True)
+    export.add_argument("--to", required=True, choices=sorted(EXPORTERS), help="the format")
+    export.add_argument("--step", type=int, default=None, help="default: the latest checkpoint")
+    export.add_argument("out", metavar="OUT", help="the file to write")
+
+
+def _word_vectors(trained, command: str):
+    """The ``WordVectors`` of a loaded workdir; a task without them is a ValueError."""
+    task = trained.task
+    if not hasattr(task, "word_vectors"):
+        raise ValueError(
+            f"the {trained.config.task!r} task has no word vectors; `nlpjax {command}` "
+            "reads a word2vec (sgns) workdir"
+        )
+    return task.word_vectors(trained.params)
+
+
+def cmd_neighbors(args) -> int:
+    from nlpjax import api
+    from nlpjax.evaluation import word_vectors as wvec
+
+    words = [w for value in args.word for w in value.split(",") if w]
+    if not words or args.k < 1:
+        raise ValueError("give at least one --word and --k >= 1")
+    _not_a_file(args.workdir, "--workdir")
+    trained = api.load(args.workdir, args.step)
+    wv = _word_vectors(trained, "neighbors")
+    exact, folded = set(wv.words), wv.lookup()
+    unknown = [w for w in words if w not in exact and w.upper() not in folded]
+    if unknown:
+        raise ValueError(
+            f"not in the vocabulary of {args.workdir} ({len(wv.words):,} words, "
+            f"data.tokenizer.min_count={trained.config.data.tokenizer.min_count}): "
+            + ", ".join(repr(w) for w in unknown)
+        )
+    for word in words:
+        found = wvec.nearest_neighbors(wv, word, k=args.k)
+        print(f"{word}: " + ", ".join(f"{w} {cosine:.3f}" for w, cosine in found))
+    return 0
+
+
+def _export_word2vec(trained, out: Path, binary: bool) -> None:
+    from nlpjax.evaluation import word_vectors as wvec
+
+    wvec.save_word2vec(out, _word_vectors(trained, "export"), binary=binary)
+
+
+# --to FORMAT -> writer(trained workdir, output path): each writes the whole file.
+EXPORTERS = {
+    "word2vec": lambda trained, out: _export_word2vec(trained, out, binary=False),
+    "word2vec-binary": lambda trained, out: _export_word2vec(trained, out, binary=True),
+}
+
+
+def cmd_export(args) -> int:
+    from nlpjax import api
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"OUT {args.out} is a directory; give a file name")
+    if not out.parent.is_dir():
+        raise ValueError(f"OUT {args.out}: its directory {out.parent} does not exist")
+    _not_a_file(args.workdir, "--workdir")
+    trained = api.load(args.workdir, args.step)
+    # written next to OUT and renamed: an existing OUT survives any failure
+    fd, partial = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        EXPORTERS[args.to](trained, Path(partial))
+        os.replace(partial, out)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    print(f"wrote {out} ({args.to}, step {trained.step})")
+    return 0
 
 
 def _is_remote(path: str) -> bool:
@@ -615,6 +734,7 @@ def _dispatch(args, overrides) -> int:
             return cmd_data(args, overrides)
         commands = {"eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot}
         commands["analyze"] = cmd_analyze
+        commands |= {"neighbors": cmd_neighbors, "export": cmd_export}
         return commands[args.command](args)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)

@@ -138,7 +138,8 @@ def test_subsampling_into_a_capacity_counts_the_overflow():
 # -- negatives --------------------------------------------------------------------------
 
 
-def test_negative_sampler_matches_unigram_to_the_075_chi_square():
+@pytest.mark.parametrize("source", ["key", "bits"])
+def test_negative_sampler_matches_unigram_to_the_075_chi_square(source):
     counts = np.r_[np.zeros(4), 1000.0 / np.arange(1, 61) ** 1.1, 0.0]  # Zipf, zeros at ends
     accept, alias = sgns.negative_table(counts, 0.75)
     expected = counts**0.75 / (counts**0.75).sum()
@@ -146,8 +147,12 @@ def test_negative_sampler_matches_unigram_to_the_075_chi_square():
     np.add.at(implied, alias, (1 - accept) / len(counts))
     np.testing.assert_allclose(implied, expected, atol=1e-7)
     n = 400_000
-    sample = jax.jit(sgns.sample_negatives, static_argnums=3)
-    draws = sample(KEY, jnp.asarray(accept), jnp.asarray(alias), (n // 8, 8))
+    if source == "key":
+        sample = jax.jit(sgns.sample_negatives, static_argnums=3)
+        draws = sample(KEY, jnp.asarray(accept), jnp.asarray(alias), (n // 8, 8))
+    else:  # one call's bits, as the benchmark's epoch dispatch draws them
+        bits = jax.random.bits(KEY, (2, n // 8, 8), jnp.uint32)
+        draws = jax.jit(sgns.negatives_from_bits)(bits, jnp.asarray(accept), jnp.asarray(alias))
     observed = np.bincount(np.asarray(draws).ravel(), minlength=len(counts))
     assert observed[counts == 0].sum() == 0
     support = counts > 0
@@ -254,6 +259,44 @@ def test_skipgram_ns_loss_and_gradients_equal_numpy_reference(chunk, sharing, nu
     np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5)
     for got, want in zip(grads, ref_grads, strict=True):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
+def test_softplus_and_its_gradient_are_stable_and_exact():
+    x = jnp.array([-200.0, -30.0, -1.5, 0.0, 0.7, 25.0, 200.0])
+    value, grad = jax.value_and_grad(lambda x: jnp.sum(sgns.softplus(x) * jnp.arange(7.0)))(x)
+    want = jax.value_and_grad(lambda x: jnp.sum(jax.nn.softplus(x) * jnp.arange(7.0)))(x)
+    assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
+    np.testing.assert_allclose(float(value), float(want[0]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(want[1]), rtol=1e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("length, window", [(37, 3), (40, 5), (3, 2)])
+def test_blocked_pair_mask_holds_the_same_pairs_and_loss(length, window):
+    rng = np.random.default_rng(length)
+    valid = jnp.asarray(rng.random(length) < 0.8)
+    reach = jnp.asarray(rng.integers(1, window + 1, length).astype(np.int32))
+    segments = jnp.asarray(np.sort(rng.integers(1, 4, length)).astype(np.int32))
+    mask_LC, _ = jax.jit(sgns.window_pairs, static_argnums=2)(valid, reach, window, segments)
+    blocked = jax.jit(sgns.window_pairs_blocked, static_argnums=2)(valid, reach, window, segments)
+    assert blocked.shape == (-(-length // (2 * window)), 2 * window, 4 * window)
+    np.testing.assert_array_equal(
+        np.asarray(blocked), np.asarray(sgns._blocked_mask(mask_LC, window))
+    )
+    v, u = (jnp.asarray(rng.normal(size=(length, E)).astype(np.float32)) for _ in range(2))
+    neg = jnp.asarray(rng.normal(size=(N, E)).astype(np.float32))
+
+    def loss(mask):
+        def f(*rows):
+            return sgns.skipgram_ns_loss(*rows, mask, window, "batch", 5)
+
+        return jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True)(v, u, neg)
+
+    (want, pairs_want), grads_want = loss(mask_LC)
+    (got, pairs_got), grads_got = loss(blocked)
+    assert float(pairs_got) == float(pairs_want) == float(np.asarray(mask_LC).sum())
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+    for g, w in zip(grads_got, grads_want, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("sharing", ["center", "block", "batch"])

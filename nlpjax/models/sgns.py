@@ -12,6 +12,7 @@ Two tables, as word2vec: ``center`` (its ``syn0``, uniform in +-0.5/E) and ``con
 """
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -156,10 +157,20 @@ def dynamic_window(
     (window - d + 1) / window. A pair needs both ends valid, inside the chunk and in the
     same segment. Offsets are ``window_offsets(window)``.
     """
+    reach_L = window - jax.random.randint(rng, valid_L.shape, 0, window)
+    return window_pairs(valid_L, reach_L, window, segments_L)
+
+
+def window_pairs(
+    valid_L: Bool[Array, " L"],
+    reach_L: Int[Array, " L"],
+    window: int,
+    segments_L: Int[Array, " L"] | None = None,
+) -> tuple[Bool[Array, "L C"], Int[Array, "L C"]]:
+    """``dynamic_window`` with each center's reach (in 1..``window``) given."""
     length = valid_L.shape[0]
     segments_L = jnp.ones(length, jnp.int32) if segments_L is None else segments_L
     offsets_C = window_offsets(window)
-    reach_L = window - jax.random.randint(rng, (length,), 0, window)
     position_LC = jnp.arange(length)[:, None] + offsets_C[None, :]
     inside_LC = (position_LC >= 0) & (position_LC < length)
     position_LC = jnp.clip(position_LC, 0, length - 1)
@@ -219,6 +230,17 @@ def sample_negatives(
     return jnp.where(coin < accept_V[bucket], bucket, alias_V[bucket]).astype(jnp.int32)
 
 
+def negatives_from_bits(
+    bits: Int[Array, "2 ..."], accept_V: Float[Array, " V"], alias_V: Int[Array, " V"]
+) -> Int[Array, "..."]:
+    """``sample_negatives`` from given random uint32 bits (``bits[0]`` picks the bucket,
+    the top 24 bits of ``bits[1]`` the coin), for callers that draw all of a run's bits
+    in one call (each ``jax.random`` call adds compilation time on XLA:CPU)."""
+    bucket = (bits[0] % accept_V.shape[0]).astype(jnp.int32)
+    coin = (bits[1] >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
+    return jnp.where(coin < accept_V[bucket], bucket, alias_V[bucket]).astype(jnp.int32)
+
+
 def negative_shape(config: SGNSConfig, length: int) -> tuple[int, ...]:
     """Shape of the negative ids for a chunk of ``length``: (L, C, N), (L, N),
     (ceil(L / (2 * window)), N) or (D,)."""
@@ -254,24 +276,42 @@ def positive_scores(
     10 shifted dot products, in about half the time on XLA:CPU, whose fused reductions
     run far below its matmul speed).
     """
-    length, width = center_LE.shape
+    length = center_LE.shape[0]
     block = 2 * window
-    blocks = -(-length // block)
+    v_KBE, u_KQE = _blocked(center_LE, context_LE, window)
+    blocks = v_KBE.shape[0]
     padded = blocks * block
-    v_KBE = jnp.pad(center_LE, ((0, padded - length), (0, 0))).reshape(blocks, block, width)
-    u_PE = jnp.pad(context_LE, ((window, padded - length + block - window), (0, 0)))
-    u_KQE = jnp.concatenate(
-        [
-            u_PE[:padded].reshape(blocks, block, width),
-            u_PE[block : padded + block].reshape(blocks, block, width),
-        ],
-        axis=1,
-    )  # rows k * b - window .. k * b + b + window - 1 (and b - 2 * window more)
     scores_KBQ = jnp.einsum("kbe,kqe->kbq", v_KBE, u_KQE)
     offsets_C = window_offsets(window)
     index_BC = np.arange(block)[:, None] + window + offsets_C[None, :]
     index = jnp.broadcast_to(index_BC, (blocks, block, len(offsets_C)))
     return jnp.take_along_axis(scores_KBQ, index, axis=2).reshape(padded, -1)[:length]
+
+
+def _softplus_and_sigmoid(x: Array) -> tuple[Array, Array]:
+    """(log(1 + e^x), 1 / (1 + e^-x)) from one exponential (stable for any x)."""
+    e = jnp.exp(-jnp.abs(x))
+    return jnp.maximum(x, 0.0) + jnp.log1p(e), jnp.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+@jax.custom_vjp
+def softplus(x: Array) -> Array:
+    """log(1 + e^x), whose gradient (the sigmoid) reuses the forward's exponential: the
+    transcendental functions of the negative scores cost as much as their matmuls on
+    XLA:CPU otherwise."""
+    return _softplus_and_sigmoid(x)[0]
+
+
+def _softplus_fwd(x):
+    value, slope = _softplus_and_sigmoid(x)
+    return value, slope
+
+
+def _softplus_bwd(slope, g):
+    return (g * slope,)
+
+
+softplus.defvjp(_softplus_fwd, _softplus_bwd)
 
 
 def _negative_term(
@@ -287,7 +327,7 @@ def _negative_term(
     scale = count / negatives.shape[-2]
     if sharing == "pair":  # negatives (L, C, N, E)
         scores_LCN = jnp.einsum("le,lcne->lcn", query_LE, negatives)
-        return scale * jnp.sum(-jax.nn.log_sigmoid(-scores_LCN) * weight[..., None])
+        return scale * jnp.sum(softplus(scores_LCN) * weight[..., None])
     if sharing == "center":  # negatives (L, N, E)
         scores_LN = jnp.einsum("le,lne->ln", query_LE, negatives)
     elif sharing == "block":  # negatives (K, N, E)
@@ -298,7 +338,7 @@ def _negative_term(
         scores_LN = scores_KGN.reshape(groups * size, -1)[:length]
     else:  # "batch": negatives (D, E), one matmul
         scores_LN = query_LE @ negatives.T
-    return scale * jnp.sum(-jax.nn.log_sigmoid(-scores_LN) * weight[:, None])
+    return scale * jnp.sum(softplus(scores_LN) * weight[:, None])
 
 
 def skipgram_ns_loss(
@@ -317,7 +357,8 @@ def skipgram_ns_loss(
       context_LE: ``context[ids]`` per chunk position (u_o of the positives).
       negatives: ``context[negative ids]``, (L, C, N, E), (L, N, E) or (N, E) by ``sharing``.
       mask_LC: the pairs (``dynamic_window``); offset k of center i is position
-        i + ``window_offsets(window)[k]``.
+        i + ``window_offsets(window)[k]``. Or the same pairs in the block layout of
+        ``window_pairs_blocked`` (cheaper to build; not with "pair" sharing).
       window: the largest window (C = 2 * window).
       sharing: see ``NEGATIVE_SHARING``; with "center"/"batch" a center's negative term
         counts once per pair it has, so the expected gradient is word2vec's.
@@ -328,10 +369,15 @@ def skipgram_ns_loss(
       (loss summed over pairs, number of pairs). The gradient of the sum is word2vec's
       per-pair SGD step summed over the chunk.
     """
-    mask = mask_LC.astype(center_LE.dtype)
-    scores_LC = positive_scores(center_LE, context_LE, window)
-    positive = jnp.sum(-jax.nn.log_sigmoid(scores_LC) * mask)
-    weight = mask if sharing == "pair" else mask.sum(1)
+    positive = positive_loss(center_LE, context_LE, mask_LC, window)
+    if mask_LC.ndim == 3:  # window_pairs_blocked's layout: pairs per center by block
+        if sharing == "pair":
+            raise ValueError("sharing='pair' needs the (L, C) pair mask")
+        mask = mask_LC.astype(center_LE.dtype)
+        weight = mask.sum(-1).reshape(-1)[: center_LE.shape[0]]
+    else:
+        mask = mask_LC.astype(center_LE.dtype)
+        weight = mask if sharing == "pair" else mask.sum(1)
     count = negatives.shape[-2] if num_negatives is None else num_negatives
     return positive + _negative_term(center_LE, negatives, sharing, weight, count), mask.sum()
 
@@ -488,3 +534,125 @@ def sparse_adagrad(
 def linear_lr(total_steps: int, start: float = 0.025, end: float = 1e-4) -> optax.Schedule:
     """word2vec's learning rate: linear from ``start`` to ``end`` over the run."""
     return optax.linear_schedule(start, end, max(int(total_steps), 1))
+
+
+# -- the positive term with a hand-written gradient ---------------------------------------
+
+
+def _blocked(center_LE: Array, context_LE: Array, window: int) -> tuple[Array, Array]:
+    """(v (K, b, E), u (K, 2b, E)): block k of b = 2 * window centers and the 2b context
+    rows its windows can reach (rows k * b - window .. k * b + b + window - 1 and b - 2 *
+    window more), as in ``positive_scores``."""
+    blocks = -(-center_LE.shape[0] // (2 * window))
+    return _blocked_rows(center_LE, window, blocks)[0], _blocked_rows(context_LE, window, blocks)[1]
+
+
+def _unblocked_context(du_KQE: Array, length: int, window: int) -> Array:
+    """The gradient of ``_blocked``'s u (K, 2b, E) folded back onto the L context rows."""
+    blocks, width = du_KQE.shape[0], du_KQE.shape[-1]
+    block = 2 * window
+    padded = blocks * block
+    first = du_KQE[:, :block].reshape(padded, width)
+    second = du_KQE[:, block:].reshape(padded, width)
+    du_PE = jnp.pad(first, ((0, block), (0, 0))) + jnp.pad(second, ((block, 0), (0, 0)))
+    return du_PE[window : window + length]
+
+
+def _blocked_mask(mask_LC: Array, window: int) -> Array:
+    """The pair mask (L, C) laid out as the block scores (K, b, 2b), zero elsewhere."""
+    length = mask_LC.shape[0]
+    block, count = 2 * window, mask_LC.shape[1]
+    blocks = -(-length // block)
+    padded = jnp.pad(mask_LC, ((0, blocks * block - length), (0, 1)))  # column C: always 0
+    # score (b, q) of a block is offset q - window - b; its column, or C when none
+    offset_BQ = np.arange(2 * block)[None, :] - window - np.arange(block)[:, None]
+    column = {int(o): c for c, o in enumerate(window_offsets(window))}
+    index_BQ = np.vectorize(lambda o: column.get(int(o), count))(offset_BQ)
+    blocked = padded.reshape(blocks, block, count + 1)
+    return jnp.take_along_axis(blocked, jnp.broadcast_to(index_BQ, (blocks, block, 2 * block)), 2)
+
+
+def _blocked_rows(x_L: Array, window: int, blocks: int) -> tuple[Array, Array]:
+    """A per-position array (L, ...) as the centers (K, b, ...) and context positions
+    (K, 2b, ...) of ``_blocked`` (zero past the ends)."""
+    block, length = 2 * window, x_L.shape[0]
+    padded = blocks * block
+    tail = ((0, 0),) * (x_L.ndim - 1)
+    centers = jnp.pad(x_L, ((0, padded - length), *tail)).reshape(blocks, block, *x_L.shape[1:])
+    around = jnp.pad(x_L, ((window, padded - length + block - window), *tail))
+    contexts = jnp.concatenate(
+        [
+            around[:padded].reshape(blocks, block, *x_L.shape[1:]),
+            around[block : padded + block].reshape(blocks, block, *x_L.shape[1:]),
+        ],
+        axis=1,
+    )
+    return centers, contexts
+
+
+def window_pairs_blocked(
+    valid_L: Bool[Array, " L"],
+    reach_L: Int[Array, " L"],
+    window: int,
+    segments_L: Int[Array, " L"] | None = None,
+) -> Bool[Array, "K b Q"]:
+    """``window_pairs``'s mask laid out as the block scores of ``positive_loss``: block k
+    of b = 2 * window centers against the Q = 2b context positions its windows reach
+    (offset q - window - i for center i of the block). Elementwise on static slices,
+    without the gathers of the (L, C) layout."""
+    length = valid_L.shape[0]
+    segments_L = jnp.ones(length, jnp.int32) if segments_L is None else segments_L
+    blocks = -(-length // (2 * window))
+    valid_c, valid_q = _blocked_rows(valid_L, window, blocks)
+    reach_c, _ = _blocked_rows(reach_L, window, blocks)
+    segment_c, segment_q = _blocked_rows(segments_L, window, blocks)
+    offset_BQ = np.arange(4 * window)[None, :] - window - np.arange(2 * window)[:, None]
+    distance_BQ = np.abs(offset_BQ)
+    mask = (distance_BQ[None] >= 1) & (distance_BQ[None] <= reach_c[..., None])
+    mask &= valid_c[..., None] & valid_q[:, None, :]
+    return mask & (segment_c[..., None] == segment_q[:, None, :])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _positive_loss(center_LE, context_LE, mask_KBQ, window):
+    return _positive_fwd(center_LE, context_LE, mask_KBQ, window)[0]
+
+
+def _positive_fwd(center_LE, context_LE, mask_KBQ, window):
+    v_KBE, u_KQE = _blocked(center_LE, context_LE, window)
+    mask_KBQ = mask_KBQ.astype(center_LE.dtype)
+    scores_KBQ = jnp.einsum("kbe,kqe->kbq", v_KBE, u_KQE)
+    value_KBQ, slope_KBQ = _softplus_and_sigmoid(-scores_KBQ)
+    loss = jnp.sum(value_KBQ * mask_KBQ)  # -log s(x) = softplus(-x)
+    coef_KBQ = -slope_KBQ * mask_KBQ  # its derivative, -s(-x), per pair
+    return loss, (v_KBE, u_KQE, coef_KBQ, center_LE.shape[0])
+
+
+def _positive_bwd(window, residuals, g):
+    v_KBE, u_KQE, coef_KBQ, length = residuals
+    coef_KBQ = coef_KBQ * g
+    dv_KBE = jnp.einsum("kbq,kqe->kbe", coef_KBQ, u_KQE)
+    du_KQE = jnp.einsum("kbq,kbe->kqe", coef_KBQ, v_KBE)
+    dv_LE = dv_KBE.reshape(-1, v_KBE.shape[-1])[:length]
+    return dv_LE, _unblocked_context(du_KQE, length, window), None
+
+
+_positive_loss.defvjp(_positive_fwd, _positive_bwd)
+
+
+def positive_loss(
+    center_LE: Float[Array, "L E"],
+    context_LE: Float[Array, "L E"],
+    mask_LC: Bool[Array, "L C"],
+    window: int,
+) -> Float[Array, ""]:
+    """Sum over the pairs of -log s(u_o . v_c), with a hand-written gradient.
+
+    The same number as masking ``positive_scores``, but its gradient is two batched
+    matmuls on the block layout and static slices back onto the rows; autodiff of the
+    score gather (``take_along_axis``) gives a scatter-add that XLA:CPU runs slowly.
+    ``mask`` is the (L, C) pair mask or ``window_pairs_blocked``'s (K, b, 2b) one.
+    """
+    if mask_LC.ndim == 2:
+        mask_LC = _blocked_mask(mask_LC, window)
+    return _positive_loss(center_LE, context_LE, mask_LC, window)

@@ -67,6 +67,21 @@ class SGNSDataConfig:
             raise ConfigError("data.sample must be >= 0 (0 disables subsampling)")
 
 
+def _warn_skipped(path, report: dict) -> None:
+    """Malformed lines of an evaluation file are skipped, and said so (once per file)."""
+    if report["skipped_lines"] and str(path) not in _WARNED:
+        _WARNED.add(str(path))
+        logger.warning(
+            "%s: %d malformed line(s) skipped (want 'word1 word2 score' or, for analogies, "
+            "': section' headers and 'a b c d' questions)",
+            path,
+            report["skipped_lines"],
+        )
+
+
+_WARNED: set[str] = set()
+
+
 class SGNSTask:
     """word2vec on a text corpus (see ``nlpjax.tasks.base.Task``)."""
 
@@ -177,7 +192,12 @@ class SGNSTask:
             ids, valid, segments, overflow = sgns.subsample(
                 ids_T, keep, k_sub, segments_T, self.capacity
             )
-            mask, position = sgns.dynamic_window(valid, cfg.window, k_win, segments)
+            reach = cfg.window - jax.random.randint(k_win, valid.shape, 0, cfg.window)
+            if cfg.objective != "skipgram" or cfg.negative_sharing == "pair":
+                mask, position = sgns.window_pairs(valid, reach, cfg.window, segments)
+            else:  # the same pairs in the positive scores' block layout (cheaper to build)
+                mask = sgns.window_pairs_blocked(valid, reach, cfg.window, segments)
+                position = None
             shape = sgns.negative_shape(cfg, self.capacity)
             negatives = sgns.sample_negatives(k_neg, accept, alias, shape)
             return ids, mask, position, negatives, overflow
@@ -260,10 +280,12 @@ class SGNSTask:
             path = directory / filename
             if path.exists():
                 report = wvec.word_similarity(wv, path)
+                _warn_skipped(path, report)
                 out[name], out[f"{name}_coverage"] = report["spearman"], report["coverage"]
         path = directory / "questions-words.txt"
         if path.exists():
             report = wvec.word_analogies(wv, path, self.config.data.analogy_restrict)
+            _warn_skipped(path, report)
             out["analogy"], out["analogy_coverage"] = report["accuracy"], report["coverage"]
         if not out:
             logger.warning("no word-evaluation files in %s (set data.word_eval_dir)", directory)
