@@ -110,6 +110,26 @@ examples:
   nlpjax plan --config=experiments/gpt2_small_char.py:plan_1b --simulate_devices=8 \\
       --no-compile --device_memory_gb=80"""
 
+IMPORT_EPILOG = """\
+Converts a Hugging Face T5 directory (config.json; model.safetensors or pytorch_model.bin;
+spiece.model) into a new seq2seq workdir with a step-0 checkpoint that eval, generate and
+train read (v1.0 and v1.1 / mT5 layouts). Reading needs the hf extra: pip install
+'nlpjax[hf]'. --config.SECTION.KEY=VALUE sets the workdir's other settings (data.prefix,
+data.dataset, ...); the model's shape comes from the checkpoint.
+
+examples:
+  nlpjax import --from=hf-t5 ./t5-small --workdir=/tmp/t5s \\
+      --config.data.prefix="translate English to German: "
+  nlpjax generate --workdir=/tmp/t5s --input="A man is riding a horse." --temperature=0"""
+
+EXPORT_EPILOG = """\
+Writes a seq2seq workdir's T5 (the latest checkpoint, or --step) as a Hugging Face
+directory: config.json, model.safetensors (float32), spiece.model, tokenizer_config.json.
+T5ForConditionalGeneration.from_pretrained(OUT) reads it.
+
+examples:
+  nlpjax export --to=hf-t5 --workdir=/tmp/t5s /tmp/t5s-hf"""
+
 INSPECT_EPILOG = """\
 examples:
   nlpjax data inspect --config=experiments/shakespeare_char.py
@@ -253,6 +273,17 @@ def _build_parser() -> argparse.ArgumentParser:
         help="compile the step for XLA's temporaries and FLOPs (--no-compile: skip it; "
         "minutes saved for large models)",
     )
+
+    imp = _subparser(sub, "import", "convert another framework's checkpoint", IMPORT_EPILOG)
+    imp.usage = "nlpjax import --from=hf-t5 PATH --workdir=DIR [--config.SECTION.KEY=VALUE ...]"
+    imp.add_argument("--from", dest="source_format", required=True, choices=["hf-t5"])
+    imp.add_argument("path", metavar="PATH", help="the Hugging Face checkpoint directory")
+    imp.add_argument("--workdir", required=True, help="a new workdir to write")
+    exp = _subparser(sub, "export", "write a workdir's model for another framework", EXPORT_EPILOG)
+    exp.add_argument("--to", dest="target_format", required=True, choices=["hf-t5"])
+    exp.add_argument("--workdir", required=True)
+    exp.add_argument("--step", type=int, default=None, help="default: the latest")
+    exp.add_argument("out", metavar="OUT", help="a new (or empty) directory to write")
 
     data = sub.add_parser(
         "data", help="look at a config's data", description="Look at a config's data."
@@ -484,6 +515,28 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_import(args, overrides) -> int:
+    from nlpjax.interop.hf_workdir import import_hf_t5
+
+    _writable_dir(args.workdir, "--workdir")
+    summary = import_hf_t5(args.path, args.workdir, overrides)
+    print(
+        f"imported {args.path} into {args.workdir}: {summary['num_params']:,} parameters, "
+        f"checkpoint step {summary['step']}"
+    )
+    return 0
+
+
+def cmd_export(args) -> int:
+    from nlpjax.interop.hf_workdir import export_hf_t5
+
+    _not_a_file(args.workdir, "--workdir")
+    _writable_dir(args.out, "OUT")
+    summary = export_hf_t5(args.workdir, args.out, args.step)
+    print(f"exported step {summary['step']} of {args.workdir} to {args.out}")
+    return 0
+
+
 def cmd_data(args, overrides) -> int:
     from nlpjax import api
     from nlpjax.errors import ConfigError
@@ -527,8 +580,11 @@ def _dispatch(args, overrides) -> int:
             return cmd_plan(args, overrides)
         if args.command == "data":
             return cmd_data(args, overrides)
+        if args.command == "import":
+            return cmd_import(args, overrides)
         commands = {"eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot}
         commands["analyze"] = cmd_analyze
+        commands["export"] = cmd_export
         return commands[args.command](args)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
@@ -591,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = _build_parser()
         args, extra = parser.parse_known_args(argv)
-        with_config = args.command in ("train", "plan", "data")
+        with_config = args.command in ("train", "plan", "data", "import")
         overrides = _parse_overrides(extra, parser) if with_config else {}
         if extra and not with_config:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
