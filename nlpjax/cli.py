@@ -76,10 +76,17 @@ context of tokens is re-encoded into a fresh cache and generation continues, so 
 registers, sentinels) are never generated. The text is printed as it is generated when
 stdout is a terminal (--stream); the rate (tokens/s) goes to stderr at the end.
 
+Encoder-decoder (seq2seq) workdirs translate instead: --input="TEXT" or --input_file=PATH
+(one input per line, decoded in batches) prints one output per line and nothing else
+(no echo of the input); an empty input line gives an empty output line. They decode
+greedily unless --temperature is given, at most model.max_target_len tokens.
+
 examples:
   nlpjax generate --workdir=/tmp/run1 --prompt="ROMEO:" --max_new_tokens=300 \\
       --temperature=0.8 --top_k=40 --seed=0
-  nlpjax generate --workdir=/tmp/run1 --temperature=0 --no-stream > sample.txt"""
+  nlpjax generate --workdir=/tmp/run1 --temperature=0 --no-stream > sample.txt
+  nlpjax generate --workdir=/tmp/t5 --input="Ein Mann fährt Fahrrad."
+  nlpjax generate --workdir=/tmp/t5 --input_file=sources.de > hypotheses.en"""
 
 PLOT_EPILOG = """\
 examples:
@@ -217,9 +224,23 @@ def _build_parser() -> argparse.ArgumentParser:
         sub, "generate", "sample text from a workdir's latest checkpoint", GENERATE_EPILOG
     )
     gen.add_argument("--workdir", required=True)
-    gen.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    gen.add_argument("--prompt", default=None, help="text to continue (default: a newline)")
+    gen.add_argument(
+        "--input", default=None, help="encoder-decoder workdirs: the text to translate"
+    )
+    gen.add_argument(
+        "--input_file",
+        default=None,
+        metavar="PATH",
+        help="encoder-decoder workdirs: one input per line (UTF-8); one output per line",
+    )
     gen.add_argument("--max_new_tokens", type=int, default=200, help="0 prints the prompt only")
-    gen.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="0 means greedy (default: 1 for language models, 0 for encoder-decoders)",
+    )
     gen.add_argument("--top_k", type=int, default=0, help="0 disables top-k")
     gen.add_argument("--top_p", type=float, default=1.0, help="1 disables nucleus sampling")
     gen.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
@@ -441,8 +462,21 @@ def cmd_generate(args) -> int:
     if args.max_new_tokens < 0:
         raise ValueError("--max_new_tokens must be >= 0")
     _not_a_file(args.workdir, "--workdir")
+    if args.input is not None and args.input_file is not None:
+        raise ValueError("give --input or --input_file, not both")
     trained = api.load(args.workdir)
-    generator = trained.generator(args.temperature, args.top_k, args.top_p)
+    text_to_text = getattr(trained.task, "translator", None) is not None
+    greedy_default = 0.0 if text_to_text else 1.0
+    temperature = greedy_default if args.temperature is None else args.temperature
+    generator = trained.generator(temperature, args.top_k, args.top_p)
+    if text_to_text:
+        return _translate(args, generator)
+    if args.input is not None or args.input_file is not None:
+        raise ValueError(
+            f"--input and --input_file are for encoder-decoder workdirs; {args.workdir} holds "
+            f"a {trained.config.task!r} model: use --prompt"
+        )
+    args.prompt = "\n" if args.prompt is None else args.prompt
     generator.encode(args.prompt)  # a prompt it cannot encode fails before any output
     stream = sys.stdout.isatty() if args.stream is None else args.stream
     out = sys.stdout
@@ -460,6 +494,45 @@ def cmd_generate(args) -> int:
     count = generator.num_generated
     rate = f", {count / seconds:,.1f} tokens/s" if count and seconds > 0 else ""
     print(f"generated {count} tokens in {seconds:.2f} s{rate}", file=sys.stderr)
+    return 0
+
+
+def _read_inputs(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--input_file={path} not found") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"--input_file={path} is not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
+    except IsADirectoryError:
+        raise ValueError(f"--input_file={path} is a directory; give a text file") from None
+    return text.splitlines()
+
+
+def _translate(args, generator) -> int:
+    """``nlpjax generate`` for text-to-text workdirs: one output line per input line."""
+    if args.input_file is not None:
+        texts = _read_inputs(args.input_file)
+    else:
+        text = args.input if args.input is not None else args.prompt
+        if text is None:
+            raise ValueError("give the text to translate: --input=TEXT or --input_file=PATH")
+        generator.encode(text)  # unknown text or a refused length fails before any output
+        texts = [text]
+    max_len = min(args.max_new_tokens, generator.max_output_len)
+    todo = [i for i, t in enumerate(texts) if t.strip()]
+    start = time.perf_counter()
+    outputs = [""] * len(texts)
+    if max_len > 0 and todo:
+        translated = generator.translate([texts[i] for i in todo], max_len, seed=args.seed)
+        for i, out in zip(todo, translated, strict=True):
+            outputs[i] = out.replace("\n", " ")
+    sys.stdout.write("".join(out + "\n" for out in outputs))
+    sys.stdout.flush()
+    seconds = time.perf_counter() - start
+    print(f"translated {len(todo)} inputs in {seconds:.2f} s", file=sys.stderr)
     return 0
 
 

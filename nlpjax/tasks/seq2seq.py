@@ -4,8 +4,10 @@ Raffel et al., 2020 (T5), https://arxiv.org/abs/1910.10683. Every source gets a 
 prefix ("translate German to English: "); pairs are packed into fixed (B, S) + (B, T)
 rows with segment ids (``data.seq2seq_pipeline``); the loss is the per-token
 cross-entropy of the targets (optional label smoothing and z-loss). ``evaluate`` reports
-the validation loss and, with ``data.bleu_examples`` > 0, greedy translations of that
-many examples scored with sacrebleu's BLEU and chrF when sacrebleu is installed.
+the validation loss and, with ``data.bleu_examples`` (-1: the whole split), greedy
+translations scored with sacrebleu's BLEU and chrF, written to the workdir as
+``hypotheses_<split>_<step>.txt``. Pairs with an empty target are skipped (counted in the
+log); sources longer than ``data.source_length`` are cut or refused (``data.too_long``).
 """
 
 import dataclasses
@@ -14,8 +16,10 @@ import math
 from typing import Any
 
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
+import sacrebleu
 from etils import epath
 
 from nlpjax.config import Config
@@ -25,7 +29,7 @@ from nlpjax.data.tokenizers import (
     TokenizerConfig,
     save_tokenizer,
 )
-from nlpjax.errors import ConfigError
+from nlpjax.errors import ConfigError, DataError
 from nlpjax.inference.seq2seq import Seq2SeqGenerator, Seq2SeqTextGenerator
 from nlpjax.models.t5 import T5, T5Config, flops_per_token, token_losses
 from nlpjax.precision import resolve_dtype
@@ -33,7 +37,8 @@ from nlpjax.tasks.base import make_loss_average
 from nlpjax.tasks.common import TOKENIZER_FILE, with_vocab_size, workdir_tokenizer
 
 _log = logging.getLogger(__name__)
-_warned: list[bool] = []  # the missing-sacrebleu warning is given once
+TOO_LONG = ("truncate", "error")
+HYPOTHESES_FILE = "hypotheses_{split}_{step}.txt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +53,8 @@ class Seq2SeqDataConfig:
     batch_size: int = 32
     label_smoothing: float = 0.0
     z_loss: float = 0.0
-    bleu_examples: int = 0  # evaluate: greedy-translate this many examples (0: loss only)
+    bleu_examples: int = 0  # evaluate: greedy-translate this many examples (0: none, -1: all)
+    too_long: str = "truncate"  # a source over source_length: truncate (logged) | error
     tfds_data_dir: str = ""
     prefetch: int = 4
 
@@ -58,8 +64,14 @@ class Seq2SeqDataConfig:
                 raise ConfigError(f"data.{key} must be > 1, got {getattr(self, key)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"data.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.z_loss < 0 or self.bleu_examples < 0:
-            raise ConfigError("data.z_loss and data.bleu_examples must be >= 0")
+        if self.z_loss < 0:
+            raise ConfigError(f"data.z_loss must be >= 0, got {self.z_loss}")
+        if self.bleu_examples < -1:
+            raise ConfigError(
+                f"data.bleu_examples must be >= -1 (-1: the whole split), got {self.bleu_examples}"
+            )
+        if self.too_long not in TOO_LONG:
+            raise ConfigError(f"data.too_long must be one of {TOO_LONG}, got {self.too_long!r}")
 
 
 class Seq2SeqTask:
@@ -82,8 +94,10 @@ class Seq2SeqTask:
         )
         self.config = with_vocab_size(config, self.tokenizer.vocab_size)
         self.model = T5(self.config.model)
+        self.workdir = workdir
         self._average = None
         self._eval_data: dict[str, tuple[dict, list]] = {}
+        self._checked: set[str] = set()
 
     # -- data ---------------------------------------------------------------------------
 
@@ -92,18 +106,64 @@ class Seq2SeqTask:
         return [pairs[i][f] for i in range(len(pairs)) for f in self.fields]
 
     def pairs(self, split: str) -> list[tuple[str, str]]:
-        """The split's (source, target) texts, in order."""
+        """The split's (source, target) texts with a target, in order."""
         source = open_text(self.config.data.dataset, split, self.config.data.tfds_data_dir)
         src, tgt = self.fields
-        return [(source[i][src], source[i][tgt]) for i in range(len(source))]
+        pairs = [(source[i][src], source[i][tgt]) for i in range(len(source))]
+        return [(s, t) for s, t in pairs if t.strip()]
+
+    def check_split(self, split: str) -> seq2seq_pipeline.PairStats:
+        """Logs how many pairs of ``split`` have an empty target (skipped) and how many
+        sources are cut to ``data.source_length``; with ``data.too_long=error`` an over-long
+        source is a ``DataError`` naming it. Once per split."""
+        data = self.config.data
+        pairs = open_text(data.dataset, split, data.tfds_data_dir)
+        src, tgt = self.fields
+        sources = [data.prefix + pairs[i][src] for i in range(len(pairs))]
+        targets = [pairs[i][tgt] for i in range(len(pairs))]
+        stats = seq2seq_pipeline.pair_stats(
+            sources, targets, self.tokenizer.encode_batch, data.source_length
+        )
+        where = f"the {split} split of {data.dataset}"
+        if stats.empty_targets and split not in self._checked:
+            _log.warning(
+                "%s: skipped %d of %d pairs with an empty target",
+                where,
+                stats.empty_targets,
+                stats.total,
+            )
+        if stats.too_long and data.too_long == "error":
+            first = pairs[stats.first_too_long][src]
+            raise DataError(
+                f"{where}: {stats.too_long} of {stats.total} sources are longer than "
+                f"data.source_length={data.source_length} tokens (prefix and end id included; "
+                f"the longest has {stats.longest}; the first is #{stats.first_too_long}: "
+                f"{first[:40]!r}); raise data.source_length, or set data.too_long=truncate "
+                "to cut them"
+            )
+        if stats.too_long and split not in self._checked:
+            _log.warning(
+                "%s: %d of %d sources are longer than data.source_length=%d tokens and are "
+                "cut (the longest has %d; data.too_long=error refuses them)",
+                where,
+                stats.too_long,
+                stats.total,
+                data.source_length,
+                stats.longest,
+            )
+        self._checked.add(split)
+        return stats
 
     def _batches(self, split: str, seed: int, shuffle: bool = True) -> grain.IterDataset:
-        data, (src, _) = self.config.data, self.fields
+        data, (src, tgt) = self.config.data, self.fields
         shard = pipeline.Shard.this_host()
         if data.batch_size % shard.count:
             raise ConfigError(f"data.batch_size={data.batch_size} does not split over hosts")
+        if split not in self._checked:
+            self.check_split(split)
         source = open_text(data.dataset, split, data.tfds_data_dir)
         ds = pipeline.epochs(source, seed, shard, shuffle=shuffle)
+        ds = ds.filter(lambda ex: seq2seq_pipeline.nonempty_target(ex, tgt))
         ds = ds.map(lambda ex: {**ex, src: data.prefix + ex[src]})
         examples = seq2seq_pipeline.pair_examples(
             ds,
@@ -177,19 +237,28 @@ class Seq2SeqTask:
 
     def evaluate(self, params, extras: dict, rng, split: str = "validation") -> dict[str, float]:
         """The loss average over ``eval_batches(split)``; with ``data.bleu_examples``, the
-        greedy translations of the split's first examples, scored by sacrebleu (BLEU and
-        chrF on the detokenized text) when it is installed."""
+        greedy translations of the split's first examples (-1: all), scored by sacrebleu
+        (BLEU and chrF on the detokenized text) and written one per line to the workdir's
+        ``hypotheses_<split>_<step>.txt``."""
         if self._average is None:
             self._average = make_loss_average(self)
         if split not in self._eval_data:  # read and tokenized once per split
             n = self.config.data.bleu_examples
-            self._eval_data[split] = (self.eval_batches(split), self.pairs(split)[:n] if n else [])
+            pairs = self.pairs(split)[: None if n == -1 else n] if n else []
+            self._eval_data[split] = (self.eval_batches(split), pairs)
         batches, pairs = self._eval_data[split]
         summary = self.eval_summary(self._average(params, batches, rng))
         if pairs:
             hypotheses = self.translator(params).translate([s for s, _ in pairs], self._max_len())
             summary.update(score_translations(hypotheses, [t for _, t in pairs]))
+            self._write_hypotheses(hypotheses, split, int(extras.get("step", 0)))
         return summary
+
+    def _write_hypotheses(self, hypotheses: list[str], split: str, step: int) -> None:
+        if self.workdir is None or jax.process_index() != 0:
+            return
+        path = epath.Path(self.workdir) / HYPOTHESES_FILE.format(split=split, step=step)
+        path.write_text("".join(h.replace("\n", " ") + "\n" for h in hypotheses))
 
     def _max_len(self) -> int:
         return min(self.config.data.target_length, self.config.model.max_target_len)
@@ -236,6 +305,7 @@ class Seq2SeqTask:
             max_source_len=self.config.data.source_length,
             prefix=self.config.data.prefix,
             beam_size=beam_size,
+            too_long=self.config.data.too_long,
             **kwargs,
         )
 
@@ -248,16 +318,9 @@ class Seq2SeqTask:
 
 
 def score_translations(hypotheses: list[str], references: list[str]) -> dict[str, float]:
-    """sacrebleu's corpus BLEU and chrF (cased, detokenized text), if sacrebleu is
-    installed; otherwise only the exact-match rate (and a warning, once)."""
+    """sacrebleu's corpus BLEU (13a tokenization, cased) and chrF of detokenized text, and
+    the exact-match rate."""
     exact = float(np.mean([h == r for h, r in zip(hypotheses, references, strict=True)]))
-    try:
-        import sacrebleu
-    except ImportError:
-        if not _warned:
-            _warned.append(True)
-            _log.warning("sacrebleu is not installed: no BLEU/chrF (pip install sacrebleu)")
-        return {"exact_match": exact}
     return {
         "bleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score),
         "chrf": float(sacrebleu.corpus_chrf(hypotheses, [references]).score),

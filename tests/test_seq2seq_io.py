@@ -1,0 +1,181 @@
+"""Seq2seq workdirs at the command line: ``generate --input/--input_file`` (outputs only,
+one per line), ``eval`` with sacrebleu scores and the hypotheses file, and the bad input
+of parallel data (empty targets skipped with a count, over-long sources cut or refused).
+
+A tiny random T5 is written as a step-0 workdir on a small user parallel corpus (no
+training, no Multi30k), so every test here takes seconds."""
+
+import logging
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sacrebleu
+
+from nlpjax import api, cli
+from nlpjax.data.spm_tokenizer import SentencePieceTokenizer
+from nlpjax.data.tokenizers import save_tokenizer
+from nlpjax.interop.hf_workdir import imported_config_tree, save_step0
+from nlpjax.models.t5 import T5, T5Config
+
+TRAIN = [
+    ("Ein Mann fährt Rad.", "A man rides a bike."),
+    ("Zwei Hunde spielen.", "Two dogs play."),
+    ("Eine Frau liest ein Buch.", "A woman reads a book."),
+    ("Kinder spielen im Park.", "Children play in the park."),
+] * 6
+LONG = "Ein Mann und eine Frau und Hunde und Kinder spielen im Park und lesen ein Buch im Park."
+TEST = [
+    ("Ein Mann liest.", "A man reads."),
+    ("Zwei Frauen spielen.", ""),  # an empty target: skipped
+    (LONG, "A long sentence."),
+    ("Kinder fahren Rad.", "Children ride bikes."),
+]
+
+
+def _write(directory, name, pairs):
+    (directory / f"{name}.de").write_text("".join(s + "\n" for s, _ in pairs))
+    (directory / f"{name}.en").write_text("".join(t + "\n" for _, t in pairs))
+    return f"{directory / name}.de,{directory / name}.en"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    train, test = _write(root, "train", TRAIN), _write(root, "test", TEST)
+    return f"parallel:{train};validation={test};test={test};languages=de,en"
+
+
+def make_workdir(directory, dataset: str, **overrides):
+    """A step-0 seq2seq workdir: a SentencePiece model of the corpus and a random T5."""
+    texts = [t for pair in TRAIN for t in pair]
+    tokenizer = SentencePieceTokenizer.train(texts, vocab_size=60, num_registers=0)
+    model = T5Config(
+        vocab_size=tokenizer.vocab_size,
+        d_model=16,
+        num_heads=2,
+        head_dim=8,
+        d_ff=32,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        max_target_len=6,
+    )
+    settings = {
+        "data.dataset": dataset,
+        "data.prefix": "",
+        "data.source_length": 32,
+        "data.target_length": 8,
+        "data.batch_size": 2,
+        "data.bleu_examples": -1,
+        "eval.num_batches": 1,
+    }
+    config = api.load_config(imported_config_tree(model, tokenizer), settings | overrides)
+    directory.mkdir(parents=True)
+    save_tokenizer(tokenizer, directory / "tokenizer.json")
+    init = T5(model).init(
+        jax.random.PRNGKey(1), jnp.zeros((1, 4), jnp.int32), jnp.zeros((1, 4), jnp.int32)
+    )
+    save_step0(config, directory, flax.linen.meta.unbox(init)["params"])
+    return directory
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, corpus):
+    return make_workdir(tmp_path_factory.mktemp("s2s") / "run", corpus)
+
+
+@pytest.fixture(scope="module")
+def strict_workdir(tmp_path_factory, corpus):
+    return make_workdir(
+        tmp_path_factory.mktemp("strict") / "run", corpus, **{"data.too_long": "error"}
+    )
+
+
+def _greedy(workdir, texts):
+    trained = api.load(workdir)
+    translator = trained.task.translator(trained.params)
+    return translator.translate(texts, trained.config.model.max_target_len)
+
+
+def test_generate_input_prints_only_the_translation(workdir, capsys):
+    capsys.readouterr()
+    assert cli.main(["generate", f"--workdir={workdir}", "--input=Ein Mann fährt Rad."]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == _greedy(workdir, ["Ein Mann fährt Rad."])
+    assert not out.startswith("Ein Mann") and out.count("\n") == 1
+
+
+def test_generate_input_file_prints_one_line_per_input_line(workdir, tmp_path, capsys):
+    inputs = ["Zwei Hunde spielen.", "", "Eine Frau liest ein Buch.", "Ein Mann fährt Rad."]
+    path = tmp_path / "sources.de"
+    path.write_text("\n".join(inputs) + "\n")
+    capsys.readouterr()
+    assert cli.main(["generate", f"--workdir={workdir}", f"--input_file={path}"]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert lines[-1] == "" and len(lines) == len(inputs) + 1  # one line each, then the end
+    nonempty = [t for t in inputs if t]
+    expected = _greedy(workdir, nonempty)
+    assert [lines[i] for i, t in enumerate(inputs) if t] == expected and lines[1] == ""
+
+
+def test_generate_input_errors_are_one_line(workdir, tmp_path, capsys):
+    cases = [
+        ([f"--input_file={tmp_path / 'missing.txt'}"], f"--input_file={tmp_path / 'missing.txt'}"),
+        (["--input=a", f"--input_file={tmp_path}"], "give --input or --input_file, not both"),
+        ([], "give the text to translate: --input=TEXT or --input_file=PATH"),
+    ]
+    for flags, message in cases:
+        capsys.readouterr()
+        code = cli.main(["generate", f"--workdir={workdir}", *flags])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_eval_scores_with_sacrebleu_and_writes_the_hypotheses(workdir, capsys, caplog):
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        assert cli.main(["eval", f"--workdir={workdir}", "--split=test"]) == 0
+    out = capsys.readouterr().out
+    path = workdir / "hypotheses_test_0.txt"
+    hypotheses = path.read_text().split("\n")[:-1]
+    references = [t for _, t in TEST if t]  # the empty target is skipped
+    assert len(hypotheses) == 3 and hypotheses == _greedy(workdir, [s for s, t in TEST if t])
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    chrf = sacrebleu.corpus_chrf(hypotheses, [references]).score
+    assert f"eval/bleu {bleu:.6f}" in out and f"eval/chrf {chrf:.6f}" in out
+    assert "skipped 1 of 4 pairs with an empty target" in caplog.text
+    assert "1 of 4 sources are longer than data.source_length=32 tokens and are cut" in (
+        caplog.text
+    )
+
+
+def test_an_over_long_source_is_cut_or_refused_as_configured(
+    workdir, strict_workdir, capsys, caplog
+):
+    with caplog.at_level(logging.WARNING):
+        assert cli.main(["generate", f"--workdir={workdir}", f"--input={LONG}"]) == 0
+    assert "1 of 1 inputs were over 32 tokens (data.source_length) and were cut" in caplog.text
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    code = cli.main(["generate", f"--workdir={strict_workdir}", f"--input={LONG}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "more than the 32 the model takes" in err[0]
+    before = sorted(p.name for p in strict_workdir.iterdir())
+    code = cli.main(["eval", f"--workdir={strict_workdir}", "--split=test"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ")
+    assert "1 of 4 sources are longer than data.source_length=32" in err[0]
+    assert "the first is #2" in err[0] and "data.too_long=truncate" in err[0]
+    assert sorted(p.name for p in strict_workdir.iterdir()) == before
+
+
+def test_pair_stats_counts_empty_targets_and_long_sources():
+    from nlpjax.data.seq2seq_pipeline import pair_stats
+
+    def encode_batch(texts):
+        return [np.zeros(len(t.split())) for t in texts]
+
+    stats = pair_stats(["a b c", "a", "a b c d e", "b"], ["x", " ", "y", "z"], encode_batch, 4)
+    assert (stats.total, stats.empty_targets, stats.too_long) == (4, 1, 1)
+    assert (stats.longest, stats.first_too_long) == (6, 2)
