@@ -5,6 +5,7 @@ of parallel data (empty targets skipped with a count, over-long sources cut or r
 A tiny random T5 is written as a step-0 workdir on a small user parallel corpus (no
 training, no Multi30k), so every test here takes seconds."""
 
+import dataclasses
 import logging
 
 import flax
@@ -179,3 +180,61 @@ def test_pair_stats_counts_empty_targets_and_long_sources():
     stats = pair_stats(["a b c", "a", "a b c d e", "b"], ["x", " ", "y", "z"], encode_batch, 4)
     assert (stats.total, stats.empty_targets, stats.too_long) == (4, 1, 1)
     assert (stats.longest, stats.first_too_long) == (6, 2)
+
+
+def span_config(dataset: str, **overrides):
+    model = T5Config(d_model=16, num_heads=2, head_dim=8, d_ff=32, max_target_len=8)
+    model = dataclasses.replace(model, num_encoder_layers=1, num_decoder_layers=1)
+    settings = {
+        "data.dataset": dataset,
+        "data.objective": "span_corruption",
+        "data.tokenizer.vocab_size": 60,
+        "data.tokenizer.num_registers": 0,
+        "data.tokenizer.num_sentinels": 20,
+        "data.source_length": 24,
+        "data.batch_size": 2,
+        "eval.num_batches": 1,
+        "train.steps": 10,
+        "train.progress": False,
+    }
+    return api.load_config(imported_config_tree(model, None), settings | overrides)
+
+
+def test_span_corruption_batches_rebuild_the_text_stream(corpus):
+    """Inputs with their masked spans put back (from the targets) are the split's texts,
+    every field of every pair in order (validation is read unshuffled)."""
+    from nlpjax.tasks.seq2seq import Seq2SeqTask
+
+    task = Seq2SeqTask(span_config(corpus), None)
+    tok = task.tokenizer
+    batch = task.eval_batches("validation")
+    inputs, targets = batch["inputs"][0, 0], batch["targets"][0, 0]
+    sentinels = {tok.sentinel_id(i) for i in range(tok.num_sentinels)}
+    assert inputs.shape == (24,) and inputs[0] not in sentinels and targets[0] in sentinels
+    spans, current = {}, None
+    for t in targets[targets > 1].tolist():
+        current = spans.setdefault(t, []) if t in sentinels else (current.append(t) or current)
+    kept = inputs[inputs > 1].tolist()
+    rebuilt = [x for t in kept for x in (spans[t] if t in sentinels else [t])]
+    stream = np.concatenate([tok.encode(text) for pair in TEST for text in pair if text.strip()])
+    assert len(spans) >= 1 and rebuilt == stream[: len(rebuilt)].tolist()
+
+
+def test_span_corruption_without_sentinel_ids_is_an_error_naming_the_fix(corpus, tmp_path, capsys):
+    import json
+
+    config_file = tmp_path / "span.json"
+    tree = span_config(corpus, **{"data.tokenizer.num_sentinels": 0}).to_dict()
+    config_file.write_text(json.dumps(tree))
+    experiment = tmp_path / "span.py"
+    experiment.write_text(
+        "import json, ml_collections\n"
+        f"def get_config(arg=None):\n    return ml_collections.ConfigDict("
+        f"json.load(open({str(config_file)!r})))\n"
+    )
+    workdir = tmp_path / "run"
+    code = cli.main(["train", f"--config={experiment}", f"--workdir={workdir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ")
+    assert "has 0 sentinel ids: set data.tokenizer.num_sentinels=100" in err[0]
+    assert not workdir.exists() or not any(workdir.iterdir())

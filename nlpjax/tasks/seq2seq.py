@@ -1,4 +1,5 @@
-"""Supervised text-to-text task: T5 on a parallel corpus (Multi30k German -> English).
+"""Text-to-text task: T5 on a parallel corpus (Multi30k German -> English), or T5's
+span-corruption pretraining on any text corpus (``data.objective``).
 
 Raffel et al., 2020 (T5), https://arxiv.org/abs/1910.10683. Every source gets a task
 prefix ("translate German to English: "); pairs are packed into fixed (B, S) + (B, T)
@@ -23,7 +24,7 @@ import sacrebleu
 from etils import epath
 
 from nlpjax.config import Config
-from nlpjax.data import inspect, pipeline, seq2seq_pipeline
+from nlpjax.data import inspect, pipeline, seq2seq_pipeline, transforms
 from nlpjax.data.sources import default_fields, open_text
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
@@ -38,6 +39,7 @@ from nlpjax.tasks.common import TOKENIZER_FILE, with_vocab_size, workdir_tokeniz
 
 _log = logging.getLogger(__name__)
 TOO_LONG = ("truncate", "error")
+OBJECTIVES = ("translation", "span_corruption")
 HYPOTHESES_FILE = "hypotheses_{split}_{step}.txt"
 
 
@@ -55,6 +57,11 @@ class Seq2SeqDataConfig:
     z_loss: float = 0.0
     bleu_examples: int = 0  # evaluate: greedy-translate this many examples (0: none, -1: all)
     too_long: str = "truncate"  # a source over source_length: truncate (logged) | error
+    # translation: (source, target) pairs; span_corruption: T5 pretraining on every text
+    # field of the dataset (any corpus), inputs of source_length tokens.
+    objective: str = "translation"
+    noise_density: float = 0.15  # span_corruption: fraction of tokens masked
+    mean_noise_span_length: float = 3.0  # span_corruption: mean masked span, in tokens
     tfds_data_dir: str = ""
     prefetch: int = 4
 
@@ -72,6 +79,13 @@ class Seq2SeqDataConfig:
             )
         if self.too_long not in TOO_LONG:
             raise ConfigError(f"data.too_long must be one of {TOO_LONG}, got {self.too_long!r}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"data.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if not 0.0 < self.noise_density < 1.0 or self.mean_noise_span_length < 1.0:
+            raise ConfigError(
+                "data.noise_density must be in (0, 1) and data.mean_noise_span_length >= 1 "
+                "(T5: 0.15 and 3)"
+            )
 
 
 class Seq2SeqTask:
@@ -84,7 +98,8 @@ class Seq2SeqTask:
         data = config.data
         self.config = config
         self.fields = default_fields(data.dataset, data.tfds_data_dir)
-        if len(self.fields) != 2:
+        self.pretraining = data.objective == "span_corruption"
+        if not self.pretraining and len(self.fields) != 2:
             raise ConfigError(
                 f"data.dataset={data.dataset!r} has fields {self.fields}, not a (source, "
                 "target) pair; use a parallel corpus, e.g. parallel_corpus/multi30k_de_en"
@@ -93,6 +108,8 @@ class Seq2SeqTask:
             config, workdir, self._tokenizer_texts
         )
         self.config = with_vocab_size(config, self.tokenizer.vocab_size)
+        if self.pretraining:
+            self._check_sentinels()
         self.model = T5(self.config.model)
         self.workdir = workdir
         self._average = None
@@ -154,11 +171,53 @@ class Seq2SeqTask:
         self._checked.add(split)
         return stats
 
+    def _check_sentinels(self) -> None:
+        """Span corruption needs one sentinel id per masked span of an input."""
+        data = self.config.data
+        raw, _ = transforms.span_corruption_lengths(
+            data.source_length, data.noise_density, data.mean_noise_span_length
+        )
+        spans = max(1, round(round(raw * data.noise_density) / data.mean_noise_span_length))
+        have = getattr(self.tokenizer, "num_sentinels", 0)
+        if have < spans:
+            raise ConfigError(
+                f"data.objective=span_corruption masks up to {spans} spans per input but the "
+                f"tokenizer ({self._tokenizer_file}) has {have} sentinel ids: set "
+                "data.tokenizer.num_sentinels=100 (T5's count) and train in a new --workdir "
+                "(a workdir keeps the tokenizer it was built with)"
+            )
+
+    def _span_batches(self, split: str, seed: int, shuffle: bool) -> grain.IterDataset:
+        """T5 span-corruption batches over every text field of ``split`` (documents are
+        concatenated and cut, ``data.seq2seq_pipeline.span_corruption_batches``)."""
+        data, fields, tok = self.config.data, self.fields, self.tokenizer
+        shard = pipeline.Shard.this_host()
+        source = open_text(data.dataset, split, data.tfds_data_dir)
+        n = len(fields)
+        texts = grain.MapDataset.range(len(source) * n).map(lambda i: source[i // n][fields[i % n]])
+        docs = pipeline.epochs(texts, seed, shard, shuffle=shuffle)
+        docs = docs.filter(lambda text: bool(text.strip())).map(tok.encode)
+        sentinels = np.array([tok.sentinel_id(i) for i in range(tok.num_sentinels)], np.int32)
+        return seq2seq_pipeline.span_corruption_batches(
+            docs,
+            inputs_length=data.source_length,
+            batch_size=data.batch_size // shard.count,
+            sentinel_ids=sentinels,
+            eos_id=tok.eos_id,
+            start_id=tok.pad_id,
+            seed=seed,
+            noise_density=data.noise_density,
+            mean_noise_span_length=data.mean_noise_span_length,
+        )
+
     def _batches(self, split: str, seed: int, shuffle: bool = True) -> grain.IterDataset:
-        data, (src, tgt) = self.config.data, self.fields
+        data = self.config.data
         shard = pipeline.Shard.this_host()
         if data.batch_size % shard.count:
             raise ConfigError(f"data.batch_size={data.batch_size} does not split over hosts")
+        if self.pretraining:
+            return self._span_batches(split, seed, shuffle)
+        src, tgt = self.fields
         if split not in self._checked:
             self.check_split(split)
         source = open_text(data.dataset, split, data.tfds_data_dir)
@@ -243,7 +302,7 @@ class Seq2SeqTask:
         if self._average is None:
             self._average = make_loss_average(self)
         if split not in self._eval_data:  # read and tokenized once per split
-            n = self.config.data.bleu_examples
+            n = 0 if self.pretraining else self.config.data.bleu_examples
             pairs = self.pairs(split)[: None if n == -1 else n] if n else []
             self._eval_data[split] = (self.eval_batches(split), pairs)
         batches, pairs = self._eval_data[split]
@@ -268,16 +327,24 @@ class Seq2SeqTask:
     def global_batch_size(self) -> int:
         return self.config.data.batch_size
 
+    def _target_length(self) -> int:
+        data = self.config.data
+        if self.pretraining:
+            return transforms.span_corruption_lengths(
+                data.source_length, data.noise_density, data.mean_noise_span_length
+            )[1]
+        return data.target_length
+
     def tokens_per_batch(self) -> int:
         data = self.config.data
-        return data.batch_size * (data.source_length + data.target_length)
+        return data.batch_size * (data.source_length + self._target_length())
 
     def compute_dtype(self) -> str:
         return resolve_dtype(self.config.model.dtype).name
 
     def flops_per_token(self) -> float:
         data = self.config.data
-        return flops_per_token(self.config.model, data.source_length, data.target_length)
+        return flops_per_token(self.config.model, data.source_length, self._target_length())
 
     def save_assets(self, directory: epath.PathLike) -> None:
         save_tokenizer(self.tokenizer, epath.Path(directory) / TOKENIZER_FILE)
