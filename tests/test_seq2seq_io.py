@@ -238,3 +238,65 @@ def test_span_corruption_without_sentinel_ids_is_an_error_naming_the_fix(corpus,
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ")
     assert "has 0 sentinel ids: set data.tokenizer.num_sentinels=100" in err[0]
     assert not workdir.exists() or not any(workdir.iterdir())
+
+
+RUN = {  # a few dropout steps of the tiny T5 on the small corpus, every step logged
+    "model.dropout": 0.1,
+    "train.steps": 10,
+    "train.steps_per_dispatch": 1,
+    "train.log_every": 1,
+    "train.progress": False,
+    "eval.every": 5,
+    "checkpoint.every": 5,
+    "data.bleu_examples": 0,
+}
+
+
+def _train_losses(workdir) -> dict[int, float]:
+    from nlpjax.training.metrics import read_metrics
+
+    return {r["step"]: r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r}
+
+
+# Two short trainings each: make test-all. make test still proves exact resume for the
+# LM (tests/test_resume.py) and the T5's sharded forward and gradient (tests/test_t5.py).
+@pytest.mark.slow
+def test_a_resumed_seq2seq_run_repeats_the_uninterrupted_one_bitwise(tmp_path, corpus):
+    """Packed pairs, dropout and the data position: steps 6..10 after a resume from
+    step 5 equal those of the run that went on."""
+    reference = make_workdir(tmp_path / "reference", corpus, **RUN)
+    api.train(api.load(reference).config, reference)
+    resumed = make_workdir(tmp_path / "resumed", corpus, **RUN)
+    api.train(api.load_config(api.load(resumed).config, {"train.steps": 5}), resumed)
+    api.train(api.load(reference).config, resumed)
+    want, got = _train_losses(reference), _train_losses(resumed)
+    assert sorted(got) == list(range(1, 11)) and got == want
+    params = [api.load(w).params for w in (reference, resumed)]
+    for a, b in zip(*map(jax.tree_util.tree_leaves, params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_a_seq2seq_run_sharded_over_8_devices_equals_one_device(tmp_path, corpus):
+    from nlpjax.data.pipeline import stack_batches
+    from nlpjax.training import parallel
+    from nlpjax.training.step import make_train_step, scan_steps
+
+    def losses(mesh: str, devices: int):
+        workdir = tmp_path / mesh.replace(",", "_").replace(":", "")
+        settings = RUN | {"parallel.mesh": mesh, "parallel.devices": devices}
+        settings["data.batch_size"] = 8  # 2 rows per data x fsdp shard
+        config = api.load(make_workdir(workdir, corpus, **settings)).config
+        placement = parallel.build_placement(config.parallel)
+        run = api.build_run(config, workdir, placement)
+        it = run.task.train_iterator()
+        host = stack_batches([next(it) for _ in range(4)])
+        step = make_train_step(run.task, run.tx, run.schedule)
+        compiled = parallel.compile_steps(placement, scan_steps(step), run.state_shardings)
+        state = parallel.place_state(placement, run.state, run.state_shardings)
+        with placement.context():
+            _, metrics = compiled(state, parallel.put_batches(placement, host))
+        return np.asarray(parallel.metrics_of(placement, metrics)["loss"])
+
+    single = losses("data:1", 1)
+    np.testing.assert_allclose(losses("data:2,fsdp:2,tensor:2", 8), single, rtol=1e-5)
