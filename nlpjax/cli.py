@@ -519,7 +519,7 @@ def _translate(args, generator) -> int:
         text = args.input if args.input is not None else args.prompt
         if text is None:
             raise ValueError("give the text to translate: --input=TEXT or --input_file=PATH")
-        generator.encode(text)  # unknown text or a refused length fails before any output
+        generator.check(text)  # unknown text or a refused length fails before any output
         texts = [text]
     max_len = min(args.max_new_tokens, generator.max_output_len)
     todo = [i for i, t in enumerate(texts) if t.strip()]

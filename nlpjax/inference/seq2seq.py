@@ -222,13 +222,19 @@ class Seq2SeqTextGenerator:
                 self.max_source_len,
             )
 
+    def _encode(self, text: str) -> tuple[np.ndarray, bool]:
+        ids = encode_prompt(self.tokenizer, self.prefix + text, self.vocab_file)
+        return self._with_eos(ids, text)
+
+    def check(self, text: str) -> None:
+        """Raises the ``DataError`` that ``encode`` would for ``text`` (logs nothing)."""
+        self._encode(text)
+
     def encode(self, text: str) -> Int[np.ndarray, "1 S"]:
         """The input's ids with the prefix and the end id; text the vocabulary can only
         encode as ``<unk>`` is a ``DataError``, and so is an input that is too long unless
         ``too_long="truncate"`` (then it is cut, with a warning)."""
-        ids, cut = self._with_eos(
-            encode_prompt(self.tokenizer, self.prefix + text, self.vocab_file), text
-        )
+        ids, cut = self._encode(text)
         self._log_cut(int(cut), 1)
         return ids[None]
 
