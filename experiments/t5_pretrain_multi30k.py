@@ -23,10 +23,7 @@ from nlpjax.config import apply_overrides, load_config_file
 PRETRAIN_STEPS, FINETUNE_STEPS = 4000, 6000
 TINY_PRETRAIN_STEPS, TINY_FINETUNE_STEPS = 20, 20
 
-SHARED = {  # every run: the same tokenizer (with sentinels) and the same model shape
-    "data.tokenizer.num_sentinels": 100,
-    "data.bleu_examples": 200,
-}
+SHARED = {"data.tokenizer.num_sentinels": 100}  # every run: the same tokenizer
 PRETRAIN = {
     "data.objective": "span_corruption",  # every text field: English and German sentences
     "data.label_smoothing": 0.0,
