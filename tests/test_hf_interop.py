@@ -204,3 +204,18 @@ def test_a_directory_without_spiece_model_or_without_safetensors_names_the_fix(
     monkeypatch.setitem(__import__("sys").modules, "safetensors.numpy", None)
     err = _import_error(v11_dir, tmp_path / "wd", capsys)
     assert "needs the 'safetensors' package: pip install 'nlpjax[hf]'" in err
+
+
+def test_bfloat16_safetensors_read_exactly_as_float32(v11_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    state = transformers.T5ForConditionalGeneration.from_pretrained(v11_dir).state_dict()
+    half = {k: v.to(torch.bfloat16).contiguous() for k, v in state.items() if "embed" not in k}
+    directory = tmp_path / "bf16"
+    directory.mkdir()
+    save_file(half, str(directory / hf_t5.SAFETENSORS_FILE))
+    tensors = hf_t5.read_hf_tensors(directory)
+    assert set(tensors) == set(half)
+    for name, tensor in tensors.items():
+        assert tensor.dtype == np.float32
+        np.testing.assert_array_equal(tensor, half[name].float().numpy(), err_msg=name)

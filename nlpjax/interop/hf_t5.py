@@ -191,7 +191,7 @@ def scales_output(hf_config: dict) -> bool:
     return hf_config.get("tie_word_embeddings", True) is not False
 
 
-def t5_config_from_hf(hf: dict, where: str, *, untied_head: bool, **runtime) -> T5Config:
+def t5_config_from_hf(hf: dict, where: str, *, untied_head: bool) -> T5Config:
     """The ``T5Config`` of a Hugging Face T5 config dict; another architecture, or a
     combination nlpjax's T5 cannot express, is a ``DataError`` naming ``where``."""
     model_type = hf.get("model_type")
@@ -228,7 +228,6 @@ def t5_config_from_hf(hf: dict, where: str, *, untied_head: bool, **runtime) -> 
         dropout=hf.get("dropout_rate", 0.1),
         tie_embeddings=scaled,
         norm_epsilon=hf.get("layer_norm_epsilon", 1e-6),
-        **runtime,
     )
 
 
@@ -303,7 +302,8 @@ def _shards(directory: Path, single: str) -> list[Path]:
 
 
 def read_hf_tensors(directory: Path) -> dict[str, np.ndarray]:
-    """Every tensor of the checkpoint in ``directory`` (safetensors preferred), float32."""
+    """Every tensor of the checkpoint in ``directory`` (safetensors preferred); floating
+    tensors (float16, bfloat16, float32) widened exactly to float32."""
     readers: tuple[tuple[str, Callable], ...] = (
         (SAFETENSORS_FILE, _read_safetensors),
         (TORCH_FILE, _read_torch),
@@ -311,9 +311,9 @@ def read_hf_tensors(directory: Path) -> dict[str, np.ndarray]:
     for single, reader in readers:
         files = _shards(directory, single)
         if files:
-            tensors = reader(files)
+            tensors = reader(files)  # bfloat16 reads as ml_dtypes' (jax registers it)
             return {
-                k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
+                k: v if np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
                 for k, v in tensors.items()
             }
     raise DataError(
