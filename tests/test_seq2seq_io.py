@@ -150,6 +150,7 @@ def test_eval_scores_with_sacrebleu_and_writes_the_hypotheses(workdir, capsys, c
     assert "1 of 4 sources are longer than data.source_length=32 tokens and are cut" in (
         caplog.text
     )
+    assert "inputs were over" not in caplog.text  # counted once per split, not per eval
 
 
 def test_an_over_long_source_is_cut_or_refused_as_configured(

@@ -260,12 +260,17 @@ class Seq2SeqTextGenerator:
         yield self.generate(text, max_new_tokens, seed)
 
     def translate(
-        self, texts: Sequence[str], max_len: int, batch_size: int = 64, seed: int = 0
+        self,
+        texts: Sequence[str],
+        max_len: int,
+        batch_size: int = 64,
+        seed: int = 0,
+        report_cuts: bool = True,
     ) -> list[str]:
         """Outputs for many inputs, ``batch_size`` at a time (padded to a multiple of 8
         tokens, so few shapes compile). Unknown text is encoded as ``<unk>`` here; an
         input longer than ``max_source_len`` follows ``too_long`` (cut, end id kept, and
-        counted in the log; or a ``DataError``)."""
+        counted in the log unless not ``report_cuts``; or a ``DataError``)."""
         outputs, cut = [], 0
         for lo in range(0, len(texts), batch_size):
             chunk = texts[lo : lo + batch_size]
@@ -282,7 +287,8 @@ class Seq2SeqTextGenerator:
             outputs += [
                 self.tokenizer.decode(output_ids(o, self.eos_id)) for o in decoded[: len(rows)]
             ]
-        self._log_cut(cut, len(texts))
+        if report_cuts:
+            self._log_cut(cut, len(texts))
         return outputs
 
 
