@@ -219,3 +219,14 @@ def test_bfloat16_safetensors_read_exactly_as_float32(v11_dir, tmp_path):
     for name, tensor in tensors.items():
         assert tensor.dtype == np.float32
         np.testing.assert_array_equal(tensor, half[name].float().numpy(), err_msg=name)
+
+
+def test_overriding_the_checkpoints_shape_is_refused(v11_dir, tmp_path, capsys):
+    workdir = tmp_path / "wd"
+    code = cli.main(
+        ["import", "--from=hf-t5", str(v11_dir), f"--workdir={workdir}", "--config.model.d_ff=64"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert f"--config.model.d_ff: the model's shape comes from {v11_dir} (d_ff=32)" in err[0]
+    assert not (workdir / "config.json").exists()

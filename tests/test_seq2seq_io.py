@@ -138,7 +138,7 @@ def test_eval_scores_with_sacrebleu_and_writes_the_hypotheses(workdir, capsys, c
     capsys.readouterr()
     with caplog.at_level(logging.WARNING):
         assert cli.main(["eval", f"--workdir={workdir}", "--split=test"]) == 0
-    out = capsys.readouterr().out
+    out, logged = capsys.readouterr().out, caplog.text
     path = workdir / "hypotheses_test_0.txt"
     hypotheses = path.read_text().split("\n")[:-1]
     references = [t for _, t in TEST if t]  # the empty target is skipped
@@ -146,11 +146,9 @@ def test_eval_scores_with_sacrebleu_and_writes_the_hypotheses(workdir, capsys, c
     bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
     chrf = sacrebleu.corpus_chrf(hypotheses, [references]).score
     assert f"eval/bleu {bleu:.6f}" in out and f"eval/chrf {chrf:.6f}" in out
-    assert "skipped 1 of 4 pairs with an empty target" in caplog.text
-    assert "1 of 4 sources are longer than data.source_length=32 tokens and are cut" in (
-        caplog.text
-    )
-    assert "inputs were over" not in caplog.text  # counted once per split, not per eval
+    assert "skipped 1 of 4 pairs with an empty target" in logged
+    assert "1 of 4 sources are longer than data.source_length=32 tokens and are cut" in logged
+    assert "inputs were over" not in logged  # counted once per split, not per evaluation
 
 
 def test_an_over_long_source_is_cut_or_refused_as_configured(

@@ -33,6 +33,21 @@ from nlpjax.training.run import CHECKPOINT_DIR
 
 _log = logging.getLogger(__name__)
 DEFAULT_SENTINELS = 100  # T5's extra_ids
+# model keys the checkpoint decides (import refuses overrides of them)
+CHECKPOINT_KEYS = (
+    "vocab_size",
+    "d_model",
+    "num_heads",
+    "head_dim",
+    "d_ff",
+    "num_encoder_layers",
+    "num_decoder_layers",
+    "feed_forward",
+    "relative_buckets",
+    "relative_max_distance",
+    "tie_embeddings",
+    "norm_epsilon",
+)
 
 
 def _read_json(path: Path) -> dict:
@@ -158,6 +173,13 @@ def import_hf_t5(
     tokenizer = hf_tokenizer(directory, model.vocab_size)
     params = hf_t5.params_from_hf(tensors, model, layout_of(tokenizer, model.vocab_size), directory)
     config = api.load_config(imported_config_tree(model, tokenizer), dict(overrides))
+    changed = [k for k in CHECKPOINT_KEYS if getattr(config.model, k) != getattr(model, k)]
+    if changed:
+        raise DataError(
+            f"--config.model.{changed[0]}: the model's shape comes from {directory} "
+            f"({', '.join(f'{k}={getattr(model, k)!r}' for k in changed)}); override only "
+            "other keys (model.max_target_len, model.dropout, model.dtype, data.*, ...)"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     save_tokenizer(tokenizer, workdir / TOKENIZER_FILE)
     save_step0(config, workdir, params)
