@@ -300,3 +300,21 @@ def test_a_seq2seq_run_sharded_over_8_devices_equals_one_device(tmp_path, corpus
 
     single = losses("data:1", 1)
     np.testing.assert_allclose(losses("data:2,fsdp:2,tensor:2", 8), single, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prefix", ["", "tiny_"])
+def test_the_pretraining_experiment_runs_share_model_and_vocabulary(prefix):
+    """What train.init_from needs from pretrain -> finetune (same model signature, same
+    tokenizer settings); finetune + pretrain steps equal scratch's."""
+    from tests.conftest import REPO
+
+    spec = str(REPO / "experiments" / "t5_pretrain_multi30k.py")
+    runs = {v: api.load_config(f"{spec}:{prefix}{v}") for v in ("pretrain", "finetune", "scratch")}
+    assert runs["pretrain"].data.objective == "span_corruption"
+    assert {runs[v].data.objective for v in ("finetune", "scratch")} == {"translation"}
+    assert runs["pretrain"].data.tokenizer.num_sentinels == 100
+    for run in runs.values():
+        assert run.model.signature() == runs["pretrain"].model.signature()
+        assert run.data.tokenizer == runs["pretrain"].data.tokenizer
+    steps = {v: c.train.steps for v, c in runs.items()}
+    assert steps["pretrain"] + steps["finetune"] == steps["scratch"]
