@@ -88,10 +88,17 @@ def workdir(tmp_path_factory, corpus):
 
 
 @pytest.fixture(scope="module")
-def strict_workdir(tmp_path_factory, corpus):
-    return make_workdir(
-        tmp_path_factory.mktemp("strict") / "run", corpus, **{"data.too_long": "error"}
-    )
+def strict_workdir(tmp_path_factory, workdir):
+    """``workdir`` as if trained with ``data.too_long=error`` (its config edited)."""
+    import json
+    import shutil
+
+    strict = tmp_path_factory.mktemp("strict") / "run"
+    shutil.copytree(workdir, strict)
+    config = json.loads((strict / "config.json").read_text())
+    config["data"]["too_long"] = "error"
+    (strict / "config.json").write_text(json.dumps(config))
+    return strict
 
 
 def _greedy(workdir, texts):
