@@ -55,7 +55,11 @@ def base() -> ml_collections.ConfigDict:
         batch_size=32,
         label_smoothing=0.1,
         z_loss=0.0,
-        bleu_examples=0,
+        bleu_examples=-1,  # greedy translations scored at each eval: -1 the whole split
+        too_long="truncate",  # sources over source_length: truncate (counted) | error
+        objective="translation",  # | span_corruption (t5_pretrain_multi30k.py)
+        noise_density=0.15,
+        mean_noise_span_length=3.0,
         tfds_data_dir="",
         prefetch=4,
     )

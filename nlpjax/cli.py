@@ -93,12 +93,19 @@ kept, in front of the n_sink tokens. Ids that stand for no text (<pad>, <unk>, <
 registers, sentinels) are never generated. The text is printed as it is generated when
 stdout is a terminal (--stream); the rate (tokens/s) goes to stderr at the end.
 
+Encoder-decoder (seq2seq) workdirs translate instead: --input="TEXT" or --input_file=PATH
+(one input per line, decoded in batches) prints one output per line and nothing else
+(no echo of the input); an empty input line gives an empty output line. They decode
+greedily unless --temperature is given, at most model.max_target_len tokens.
+
 examples:
   nlpjax generate --workdir=/tmp/run1 --prompt="ROMEO:" --max_new_tokens=300 \\
       --temperature=0.8 --top_k=40 --seed=0
   nlpjax generate --workdir=/tmp/run1 --temperature=0 --no-stream > sample.txt
   nlpjax generate --workdir=/tmp/stream --cache=sink_window --n_sink=4 --window=124 \
-      --max_new_tokens=100000"""
+      --max_new_tokens=100000
+  nlpjax generate --workdir=/tmp/t5 --input="Ein Mann fährt Fahrrad."
+  nlpjax generate --workdir=/tmp/t5 --input_file=sources.de > hypotheses.en"""
 
 PLOT_EPILOG = """\
 examples:
@@ -144,11 +151,29 @@ Writes a workdir's trained model in another program's format, to OUT:
                    dim" line, then "word v1 ... vE" per word, most frequent first)
   word2vec-binary  word2vec's binary format (float32 little-endian values)
 Both load with gensim.models.KeyedVectors.load_word2vec_format(OUT, binary=...).
-OUT is written whole or not at all (an existing file is replaced only on success).
+  hf-t5            a Hugging Face T5 directory (a seq2seq workdir): config.json,
+                   model.safetensors (float32), spiece.model, tokenizer_config.json;
+                   T5ForConditionalGeneration.from_pretrained(OUT) reads it
+A file OUT is written whole or not at all (an existing file is replaced only on success);
+a directory OUT must be new or empty.
 
 examples:
   nlpjax export --workdir=/tmp/sgns --to=word2vec /tmp/vectors.txt
-  nlpjax export --workdir=/tmp/sgns --to=word2vec-binary --step=2460 /tmp/vectors.bin"""
+  nlpjax export --workdir=/tmp/sgns --to=word2vec-binary --step=2460 /tmp/vectors.bin
+  nlpjax export --workdir=/tmp/t5s --to=hf-t5 /tmp/t5s-hf"""
+
+IMPORT_EPILOG = """\
+Converts a Hugging Face T5 directory (config.json; model.safetensors or pytorch_model.bin;
+spiece.model) into a new seq2seq workdir with a step-0 checkpoint that eval, generate and
+train read (v1.0 and v1.1 / mT5 layouts). Reading needs the hf extra: pip install
+'nlpjax[hf]'. --config.SECTION.KEY=VALUE sets the workdir's other settings (data.prefix,
+data.dataset, ...); the model's shape comes from the checkpoint.
+
+examples:
+  nlpjax import --from=hf-t5 ./t5-small --workdir=/tmp/t5s \\
+      --config.data.prefix="translate English to German: "
+  nlpjax generate --workdir=/tmp/t5s --input="A man is riding a horse." --temperature=0"""
+
 
 INSPECT_EPILOG = """\
 examples:
@@ -272,9 +297,23 @@ def _build_parser() -> argparse.ArgumentParser:
         sub, "generate", "sample text from a workdir's latest checkpoint", GENERATE_EPILOG
     )
     gen.add_argument("--workdir", required=True)
-    gen.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    gen.add_argument("--prompt", default=None, help="text to continue (default: a newline)")
+    gen.add_argument(
+        "--input", default=None, help="encoder-decoder workdirs: the text to translate"
+    )
+    gen.add_argument(
+        "--input_file",
+        default=None,
+        metavar="PATH",
+        help="encoder-decoder workdirs: one input per line (UTF-8); one output per line",
+    )
     gen.add_argument("--max_new_tokens", type=int, default=200, help="0 prints the prompt only")
-    gen.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="0 means greedy (default: 1 for language models, 0 for encoder-decoders)",
+    )
     gen.add_argument("--top_k", type=int, default=0, help="0 disables top-k")
     gen.add_argument("--top_p", type=float, default=1.0, help="1 disables nucleus sampling")
     gen.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
@@ -332,6 +371,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_word_vector_parsers(sub)
 
+    imp = _subparser(sub, "import", "convert another framework's checkpoint", IMPORT_EPILOG)
+    imp.usage = "nlpjax import --from=hf-t5 PATH --workdir=DIR [--config.SECTION.KEY=VALUE ...]"
+    imp.add_argument("--from", dest="source_format", required=True, choices=["hf-t5"])
+    imp.add_argument("path", metavar="PATH", help="the Hugging Face checkpoint directory")
+    imp.add_argument("--workdir", required=True, help="a new workdir to write")
+
     data = sub.add_parser(
         "data", help="look at a config's data", description="Look at a config's data."
     )
@@ -353,7 +398,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_word_vector_parsers(sub) -> None:
-    """``neighbors`` and ``export`` (``EXPORTERS`` names the formats ``--to`` takes)."""
+    """``neighbors`` and ``export`` (``EXPORTERS`` and ``DIRECTORY_EXPORTERS`` name the
+    formats ``--to`` takes)."""
     near = _subparser(
         sub, "neighbors", "nearest neighbours of words in a word2vec workdir", NEIGHBORS_EPILOG
     )
@@ -371,9 +417,10 @@ def _add_word_vector_parsers(sub) -> None:
     export = _subparser(sub, "export", "write a workdir's model in another format", EXPORT_EPILOG)
     export.usage = "nlpjax export --workdir=DIR --to=FORMAT [--step=STEP] OUT"
     export.add_argument("--workdir", required=True)
-    export.add_argument("--to", required=True, choices=sorted(EXPORTERS), help="the format")
+    formats = sorted(EXPORTERS | DIRECTORY_EXPORTERS)
+    export.add_argument("--to", required=True, choices=formats, help="the format")
     export.add_argument("--step", type=int, default=None, help="default: the latest checkpoint")
-    export.add_argument("out", metavar="OUT", help="the file to write")
+    export.add_argument("out", metavar="OUT", help="the file (or, for hf-t5, directory) to write")
 
 
 def _word_vectors(trained, command: str):
@@ -417,16 +464,30 @@ def _export_word2vec(trained, out: Path, binary: bool) -> None:
     wvec.save_word2vec(out, _word_vectors(trained, "export"), binary=binary)
 
 
+def _export_hf_t5(workdir: str, out: str, step: int | None) -> dict:
+    from nlpjax.interop.hf_workdir import export_hf_t5
+
+    return export_hf_t5(workdir, out, step)
+
+
 # --to FORMAT -> writer(trained workdir, output path): each writes the whole file.
 EXPORTERS = {
     "word2vec": lambda trained, out: _export_word2vec(trained, out, binary=False),
     "word2vec-binary": lambda trained, out: _export_word2vec(trained, out, binary=True),
 }
+# --to FORMAT -> writer(workdir, output directory, step): formats that are directories.
+DIRECTORY_EXPORTERS = {"hf-t5": _export_hf_t5}
 
 
 def cmd_export(args) -> int:
     from nlpjax import api
 
+    if args.to in DIRECTORY_EXPORTERS:
+        _not_a_file(args.workdir, "--workdir")
+        _writable_dir(args.out, "OUT")
+        summary = DIRECTORY_EXPORTERS[args.to](args.workdir, args.out, args.step)
+        print(f"exported step {summary['step']} of {args.workdir} to {args.out} ({args.to})")
+        return 0
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"OUT {args.out} is a directory; give a file name")
@@ -612,11 +673,24 @@ def cmd_generate(args) -> int:
     if args.max_new_tokens < 0:
         raise ValueError("--max_new_tokens must be >= 0")
     _not_a_file(args.workdir, "--workdir")
+    if args.input is not None and args.input_file is not None:
+        raise ValueError("give --input or --input_file, not both")
     cache = _stream_config(args, None)
     if cache is not None:  # flag mistakes fail before the checkpoint is restored
         api.stream_config(args.workdir, cache)
     trained = api.load(args.workdir)
-    generator = trained.generator(args.temperature, args.top_k, args.top_p, cache=cache)
+    text_to_text = getattr(trained.task, "translator", None) is not None
+    greedy_default = 0.0 if text_to_text else 1.0
+    temperature = greedy_default if args.temperature is None else args.temperature
+    generator = trained.generator(temperature, args.top_k, args.top_p, cache=cache)
+    if text_to_text:
+        return _translate(args, generator)
+    if args.input is not None or args.input_file is not None:
+        raise ValueError(
+            f"--input and --input_file are for encoder-decoder workdirs; {args.workdir} holds "
+            f"a {trained.config.task!r} model: use --prompt"
+        )
+    args.prompt = "\n" if args.prompt is None else args.prompt
     generator.encode(args.prompt)  # a prompt it cannot encode fails before any output
     stream = sys.stdout.isatty() if args.stream is None else args.stream
     out = sys.stdout
@@ -634,6 +708,45 @@ def cmd_generate(args) -> int:
     count = generator.num_generated
     rate = f", {count / seconds:,.1f} tokens/s" if count and seconds > 0 else ""
     print(f"generated {count} tokens in {seconds:.2f} s{rate}", file=sys.stderr)
+    return 0
+
+
+def _read_inputs(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--input_file={path} not found") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"--input_file={path} is not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
+    except IsADirectoryError:
+        raise ValueError(f"--input_file={path} is a directory; give a text file") from None
+    return text.splitlines()
+
+
+def _translate(args, generator) -> int:
+    """``nlpjax generate`` for text-to-text workdirs: one output line per input line."""
+    if args.input_file is not None:
+        texts = _read_inputs(args.input_file)
+    else:
+        text = args.input if args.input is not None else args.prompt
+        if text is None:
+            raise ValueError("give the text to translate: --input=TEXT or --input_file=PATH")
+        generator.check(text)  # unknown text or a refused length fails before any output
+        texts = [text]
+    max_len = min(args.max_new_tokens, generator.max_output_len)
+    todo = [i for i, t in enumerate(texts) if t.strip()]
+    start = time.perf_counter()
+    outputs = [""] * len(texts)
+    if max_len > 0 and todo:
+        translated = generator.translate([texts[i] for i in todo], max_len, seed=args.seed)
+        for i, out in zip(todo, translated, strict=True):
+            outputs[i] = out.replace("\n", " ")
+    sys.stdout.write("".join(out + "\n" for out in outputs))
+    sys.stdout.flush()
+    seconds = time.perf_counter() - start
+    print(f"translated {len(todo)} inputs in {seconds:.2f} s", file=sys.stderr)
     return 0
 
 
@@ -689,6 +802,18 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_import(args, overrides) -> int:
+    from nlpjax.interop.hf_workdir import import_hf_t5
+
+    _writable_dir(args.workdir, "--workdir")
+    summary = import_hf_t5(args.path, args.workdir, overrides)
+    print(
+        f"imported {args.path} into {args.workdir}: {summary['num_params']:,} parameters, "
+        f"checkpoint step {summary['step']}"
+    )
+    return 0
+
+
 def cmd_data(args, overrides) -> int:
     from nlpjax import api
     from nlpjax.errors import ConfigError
@@ -732,6 +857,8 @@ def _dispatch(args, overrides) -> int:
             return cmd_plan(args, overrides)
         if args.command == "data":
             return cmd_data(args, overrides)
+        if args.command == "import":
+            return cmd_import(args, overrides)
         commands = {"eval": cmd_eval, "generate": cmd_generate, "plot": cmd_plot}
         commands["analyze"] = cmd_analyze
         commands |= {"neighbors": cmd_neighbors, "export": cmd_export}
@@ -797,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = _build_parser()
         args, extra = parser.parse_known_args(argv)
-        with_config = args.command in ("train", "plan", "data")
+        with_config = args.command in ("train", "plan", "data", "import")
         overrides = _parse_overrides(extra, parser) if with_config else {}
         if extra and not with_config:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -1,5 +1,6 @@
 """The T5 text-to-text task on Multi30k: config checks, a tiny run through the CLI
-(train, eval on test_2016, generate), and a too-long prompt as a one-line error."""
+(train, eval on test_2016, generate), and a too-long input cut with a warning (the
+error of data.too_long=error: tests/test_seq2seq_io.py)."""
 
 import os
 
@@ -23,9 +24,12 @@ def test_the_task_is_registered_and_bad_data_settings_are_config_errors():
         Seq2SeqDataConfig(label_smoothing=1.0)
 
 
-def test_translations_score_exact_matches_without_sacrebleu():
-    scores = score_translations(["A dog.", "A cat."], ["A dog.", "Two cats."])
+def test_translations_are_scored_by_sacrebleu_bleu_and_chrf():
+    scores = score_translations(["A dog runs.", "A cat."], ["A dog runs.", "Two cats."])
     assert scores["exact_match"] == 0.5
+    perfect = score_translations(["A dog runs."], ["A dog runs."])
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["chrf"] == pytest.approx(100.0)
+    assert 0 < scores["bleu"] < 100 and 0 < scores["chrf"] < 100
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +50,17 @@ def test_tiny_t5_trains_evaluates_and_translates(trained, capsys):
     capsys.readouterr()
     assert cli.main(["eval", f"--workdir={trained}", "--split=test_2016"]) == 0
     assert "eval/loss" in capsys.readouterr().out
-    code = cli.main(
-        ["generate", f"--workdir={trained}", "--prompt=Ein Mann.", "--max_new_tokens=5"]
-    )
+    code = cli.main(["generate", f"--workdir={trained}", "--input=Ein Mann.", "--max_new_tokens=5"])
     out = capsys.readouterr().out
-    assert code == 0 and out.startswith("Ein Mann.") and len(out.strip()) > len("Ein Mann.")
+    assert code == 0 and len(out.splitlines()) == 1 and not out.startswith("Ein Mann.")
 
 
 @pytest.mark.slow
-def test_a_prompt_longer_than_the_source_length_is_a_one_line_error(trained, capsys):
+def test_an_input_longer_than_the_source_length_is_cut_with_a_warning(trained, capsys, caplog):
     before = sorted(os.listdir(trained))
-    code = cli.main(["generate", f"--workdir={trained}", "--prompt=" + "Ein Mann " * 10])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: ")
-    assert "more than the 24 the model takes (data.source_length)" in err[0]
+    code = cli.main(["generate", f"--workdir={trained}", "--input=" + "Ein Mann " * 10])
+    assert code == 0 and len(capsys.readouterr().out.splitlines()) == 1
+    assert "1 of 1 inputs were over 24 tokens (data.source_length) and were cut" in caplog.text
     assert sorted(os.listdir(trained)) == before
 
 

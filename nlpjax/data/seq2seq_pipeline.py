@@ -12,7 +12,8 @@ of similar length padded together; one segment per row, shapes vary per bucket).
 ``benchmarks/bench_data.py`` measures the padding each leaves.
 """
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 
 import grain
 import grain.experimental as gx
@@ -69,6 +70,41 @@ def pair_examples(
         }
 
     return ds.map(encode_pair)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairStats:
+    """What ``pair_stats`` found in a split: pairs, empty targets, over-long sources."""
+
+    total: int
+    empty_targets: int
+    too_long: int
+    longest: int  # tokens of the longest source (end id included)
+    first_too_long: int  # index of the first over-long source, -1 if none
+
+
+def nonempty_target(example: dict, target_field: str) -> bool:
+    """Whether a pair has a target (empty or blank targets are skipped)."""
+    return bool(example[target_field].strip())
+
+
+def pair_stats(
+    sources: Sequence[str],
+    targets: Sequence[str],
+    encode_batch: Callable[[list[str]], list[np.ndarray]],
+    source_length: int,
+) -> PairStats:
+    """Counts the pairs with an empty target and the sources (already prefixed) whose
+    tokens plus the end id exceed ``source_length``, among pairs with a target."""
+    kept = [s for s, t in zip(sources, targets, strict=True) if t.strip()]
+    lengths = np.array([len(ids) + 1 for ids in encode_batch(kept)] or [0])
+    over = np.flatnonzero(lengths > source_length)
+    first = -1
+    if over.size:  # back to the index among all pairs
+        first = [i for i, t in enumerate(targets) if t.strip()][int(over[0])]
+    return PairStats(
+        len(sources), len(sources) - len(kept), int(over.size), int(lengths.max()), first
+    )
 
 
 def packed_batches(

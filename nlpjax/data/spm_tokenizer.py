@@ -2,7 +2,8 @@
 
 Trained in memory from a split's text; the model proto is stored inside the tokenizer's
 JSON file (base64), so the workdir holds the exact vocabulary. Pieces 0..3 are
-pad/eos/unk/bos; the reserved ids (pause, sink, registers) and the span-corruption
+pad/eos/unk/bos (or, in T5's own models, pad/eos/unk and no bos: piece 3 is text);
+the reserved ids (pause, sink, registers) and the span-corruption
 sentinels follow the model's pieces, sentinels at the top like T5's ``extra_ids``.
 """
 
@@ -57,8 +58,13 @@ class SentencePieceTokenizer(SpecialIdsMixin):
         self.model, self.requested_size, self.model_type = model, vocab_size, model_type
         self._sp = spm.SentencePieceProcessor(model_proto=model)
         ids = (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id(), self._sp.bos_id())
-        if ids != (PAD_ID, EOS_ID, UNK_ID, BOS_ID):
-            raise DataError(f"SentencePiece model has pad/eos/unk/bos ids {ids}, expected 0,1,2,3")
+        if ids not in ((PAD_ID, EOS_ID, UNK_ID, BOS_ID), (PAD_ID, EOS_ID, UNK_ID, -1)):
+            raise DataError(
+                f"SentencePiece model has pad/eos/unk/bos ids {ids}, expected 0,1,2,3 "
+                "(or 0,1,2 and no bos, as T5's spiece.model)"
+            )
+        # T5's models have no <s>: their piece 3 is text, and "bos" means nothing.
+        self.first_text_id = NUM_SPECIAL if ids[3] == BOS_ID else BOS_ID
         self.extra = ExtraIds(self._sp.get_piece_size(), num_registers, num_sentinels)
 
     @classmethod
@@ -126,9 +132,13 @@ class SentencePieceTokenizer(SpecialIdsMixin):
 
         flat = np.asarray(ids).reshape(-1)
         text = decode_with_specials(
-            flat, lambda i: NUM_SPECIAL <= i < self.num_pieces, body, self.special_piece
+            flat, lambda i: self.first_text_id <= i < self.num_pieces, body, self.special_piece
         )
         return text.removeprefix(" ")
+
+    def non_text_ids(self) -> list[int]:
+        ids = super().non_text_ids()
+        return ids if self.first_text_id == NUM_SPECIAL else [i for i in ids if i != BOS_ID]
 
     def count_unknown(self, text: str) -> tuple[int, int]:
         ids = self.encode(text)

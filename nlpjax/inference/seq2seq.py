@@ -171,6 +171,8 @@ class Seq2SeqTextGenerator:
       sampling: greedy (default) or sampled decoding, when ``beam_size`` is 1.
       beam_size: > 1 decodes by beam search and returns the best hypothesis.
       alpha: beam search's length-penalty exponent.
+      too_long: an input over ``max_source_len`` is cut to it, end id kept, and counted in
+        the log (``"truncate"``), or is a ``DataError`` (``"error"``).
     """
 
     def __init__(
@@ -184,28 +186,57 @@ class Seq2SeqTextGenerator:
         sampling: SamplingConfig = GREEDY,
         beam_size: int = 1,
         alpha: float = 0.6,
+        too_long: str = "error",
     ):
         self.generator, self.tokenizer, self.vocab_file = generator, tokenizer, vocab_file
         self.max_source_len, self.prefix = max_source_len, prefix
         self.sampling, self.beam_size, self.alpha = sampling, beam_size, alpha
+        self.too_long = too_long
         self.eos_id = generator.ids["eos_id"]
         self.num_generated = 0
 
-    def _with_eos(self, ids: np.ndarray, text: str) -> np.ndarray:
+    @property
+    def max_output_len(self) -> int:
+        """The longest output the model decodes (its KV cache: ``model.max_target_len``)."""
+        return self.generator.model.config.max_target_len
+
+    def _with_eos(self, ids: np.ndarray, text: str) -> tuple[np.ndarray, bool]:
+        """(ids + end id, whether they were cut to ``max_source_len``)."""
         ids = np.concatenate([ids, [self.eos_id]]).astype(np.int32)
-        if len(ids) > self.max_source_len:
+        if len(ids) <= self.max_source_len:
+            return ids, False
+        if self.too_long == "error":
             raise DataError(
                 f"the input {text[:40]!r}... has {len(ids)} tokens (end included), more "
                 f"than the {self.max_source_len} the model takes (data.source_length); "
-                "shorten it"
+                "shorten it (or train with data.too_long=truncate to cut such inputs)"
             )
-        return ids
+        return np.concatenate([ids[: self.max_source_len - 1], [self.eos_id]]), True
+
+    def _log_cut(self, cut: int, total: int) -> None:
+        if cut:
+            _log.warning(
+                "%d of %d inputs were over %d tokens (data.source_length) and were cut",
+                cut,
+                total,
+                self.max_source_len,
+            )
+
+    def _encode(self, text: str) -> tuple[np.ndarray, bool]:
+        ids = encode_prompt(self.tokenizer, self.prefix + text, self.vocab_file)
+        return self._with_eos(ids, text)
+
+    def check(self, text: str) -> None:
+        """Raises the ``DataError`` that ``encode`` would for ``text`` (logs nothing)."""
+        self._encode(text)
 
     def encode(self, text: str) -> Int[np.ndarray, "1 S"]:
         """The input's ids with the prefix and the end id; text the vocabulary can only
-        encode as ``<unk>``, or an input that is too long, is a ``DataError``."""
-        ids = encode_prompt(self.tokenizer, self.prefix + text, self.vocab_file)
-        return self._with_eos(ids, text)[None]
+        encode as ``<unk>`` is a ``DataError``, and so is an input that is too long unless
+        ``too_long="truncate"`` (then it is cut, with a warning)."""
+        ids, cut = self._encode(text)
+        self._log_cut(int(cut), 1)
+        return ids[None]
 
     def _decode_batch(self, sources_BS: np.ndarray, max_len: int, seed: int) -> np.ndarray:
         if self.beam_size > 1:
@@ -229,21 +260,25 @@ class Seq2SeqTextGenerator:
         yield self.generate(text, max_new_tokens, seed)
 
     def translate(
-        self, texts: Sequence[str], max_len: int, batch_size: int = 64, seed: int = 0
+        self,
+        texts: Sequence[str],
+        max_len: int,
+        batch_size: int = 64,
+        seed: int = 0,
+        report_cuts: bool = True,
     ) -> list[str]:
         """Outputs for many inputs, ``batch_size`` at a time (padded to a multiple of 8
-        tokens, so few shapes compile). Unknown text is encoded as ``<unk>`` here, and an
-        input longer than ``max_source_len`` is cut (its end id kept), as the training
-        data is; how many were cut is logged."""
+        tokens, so few shapes compile). Unknown text is encoded as ``<unk>`` here; an
+        input longer than ``max_source_len`` follows ``too_long`` (cut, end id kept, and
+        counted in the log unless not ``report_cuts``; or a ``DataError``)."""
         outputs, cut = [], 0
         for lo in range(0, len(texts), batch_size):
             chunk = texts[lo : lo + batch_size]
             rows = []
             for text in chunk:
-                ids = self.tokenizer.encode(self.prefix + text)
-                cut += len(ids) >= self.max_source_len
-                ids = ids[: self.max_source_len - 1]
-                rows.append(self._with_eos(ids, text))
+                ids, was_cut = self._with_eos(self.tokenizer.encode(self.prefix + text), text)
+                cut += was_cut
+                rows.append(ids)
             width = -(-max(len(r) for r in rows) // 8) * 8
             sources = np.zeros((batch_size, width), np.int32)  # full batches: one shape
             for i, row in enumerate(rows):
@@ -252,14 +287,8 @@ class Seq2SeqTextGenerator:
             outputs += [
                 self.tokenizer.decode(output_ids(o, self.eos_id)) for o in decoded[: len(rows)]
             ]
-        if cut:
-            limit = self.max_source_len
-            _log.info(
-                "translate: %d of %d inputs were over %d tokens and were cut",
-                cut,
-                len(texts),
-                limit,
-            )
+        if report_cuts:
+            self._log_cut(cut, len(texts))
         return outputs
 
 

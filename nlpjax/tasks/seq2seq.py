@@ -1,11 +1,14 @@
-"""Supervised text-to-text task: T5 on a parallel corpus (Multi30k German -> English).
+"""Text-to-text task: T5 on a parallel corpus (Multi30k German -> English), or T5's
+span-corruption pretraining on any text corpus (``data.objective``).
 
 Raffel et al., 2020 (T5), https://arxiv.org/abs/1910.10683. Every source gets a task
 prefix ("translate German to English: "); pairs are packed into fixed (B, S) + (B, T)
 rows with segment ids (``data.seq2seq_pipeline``); the loss is the per-token
 cross-entropy of the targets (optional label smoothing and z-loss). ``evaluate`` reports
-the validation loss and, with ``data.bleu_examples`` > 0, greedy translations of that
-many examples scored with sacrebleu's BLEU and chrF when sacrebleu is installed.
+the validation loss and, with ``data.bleu_examples`` (-1: the whole split), greedy
+translations scored with sacrebleu's BLEU and chrF, written to the workdir as
+``hypotheses_<split>_<step>.txt``. Pairs with an empty target are skipped (counted in the
+log); sources longer than ``data.source_length`` are cut or refused (``data.too_long``).
 """
 
 import dataclasses
@@ -14,18 +17,20 @@ import math
 from typing import Any
 
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
+import sacrebleu
 from etils import epath
 
 from nlpjax.config import Config
-from nlpjax.data import inspect, pipeline, seq2seq_pipeline
+from nlpjax.data import inspect, pipeline, seq2seq_pipeline, transforms
 from nlpjax.data.sources import default_fields, open_text
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
     save_tokenizer,
 )
-from nlpjax.errors import ConfigError
+from nlpjax.errors import ConfigError, DataError
 from nlpjax.inference.seq2seq import Seq2SeqGenerator, Seq2SeqTextGenerator
 from nlpjax.models.t5 import T5, T5Config, flops_per_token, token_losses
 from nlpjax.precision import resolve_dtype
@@ -33,7 +38,9 @@ from nlpjax.tasks.base import make_loss_average
 from nlpjax.tasks.common import TOKENIZER_FILE, with_vocab_size, workdir_tokenizer
 
 _log = logging.getLogger(__name__)
-_warned: list[bool] = []  # the missing-sacrebleu warning is given once
+TOO_LONG = ("truncate", "error")
+OBJECTIVES = ("translation", "span_corruption")
+HYPOTHESES_FILE = "hypotheses_{split}_{step}.txt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +55,13 @@ class Seq2SeqDataConfig:
     batch_size: int = 32
     label_smoothing: float = 0.0
     z_loss: float = 0.0
-    bleu_examples: int = 0  # evaluate: greedy-translate this many examples (0: loss only)
+    bleu_examples: int = 0  # evaluate: greedy-translate this many examples (0: none, -1: all)
+    too_long: str = "truncate"  # a source over source_length: truncate (logged) | error
+    # translation: (source, target) pairs; span_corruption: T5 pretraining on every text
+    # field of the dataset (any corpus), inputs of source_length tokens.
+    objective: str = "translation"
+    noise_density: float = 0.15  # span_corruption: fraction of tokens masked
+    mean_noise_span_length: float = 3.0  # span_corruption: mean masked span, in tokens
     tfds_data_dir: str = ""
     prefetch: int = 4
 
@@ -58,8 +71,21 @@ class Seq2SeqDataConfig:
                 raise ConfigError(f"data.{key} must be > 1, got {getattr(self, key)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"data.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.z_loss < 0 or self.bleu_examples < 0:
-            raise ConfigError("data.z_loss and data.bleu_examples must be >= 0")
+        if self.z_loss < 0:
+            raise ConfigError(f"data.z_loss must be >= 0, got {self.z_loss}")
+        if self.bleu_examples < -1:
+            raise ConfigError(
+                f"data.bleu_examples must be >= -1 (-1: the whole split), got {self.bleu_examples}"
+            )
+        if self.too_long not in TOO_LONG:
+            raise ConfigError(f"data.too_long must be one of {TOO_LONG}, got {self.too_long!r}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"data.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if not 0.0 < self.noise_density < 1.0 or self.mean_noise_span_length < 1.0:
+            raise ConfigError(
+                "data.noise_density must be in (0, 1) and data.mean_noise_span_length >= 1 "
+                "(T5: 0.15 and 3)"
+            )
 
 
 class Seq2SeqTask:
@@ -72,7 +98,8 @@ class Seq2SeqTask:
         data = config.data
         self.config = config
         self.fields = default_fields(data.dataset, data.tfds_data_dir)
-        if len(self.fields) != 2:
+        self.pretraining = data.objective == "span_corruption"
+        if not self.pretraining and len(self.fields) != 2:
             raise ConfigError(
                 f"data.dataset={data.dataset!r} has fields {self.fields}, not a (source, "
                 "target) pair; use a parallel corpus, e.g. parallel_corpus/multi30k_de_en"
@@ -81,9 +108,13 @@ class Seq2SeqTask:
             config, workdir, self._tokenizer_texts
         )
         self.config = with_vocab_size(config, self.tokenizer.vocab_size)
+        if self.pretraining:
+            self._check_sentinels()
         self.model = T5(self.config.model)
+        self.workdir = workdir
         self._average = None
         self._eval_data: dict[str, tuple[dict, list]] = {}
+        self._checked: set[str] = set()
 
     # -- data ---------------------------------------------------------------------------
 
@@ -92,18 +123,106 @@ class Seq2SeqTask:
         return [pairs[i][f] for i in range(len(pairs)) for f in self.fields]
 
     def pairs(self, split: str) -> list[tuple[str, str]]:
-        """The split's (source, target) texts, in order."""
+        """The split's (source, target) texts with a target, in order."""
         source = open_text(self.config.data.dataset, split, self.config.data.tfds_data_dir)
         src, tgt = self.fields
-        return [(source[i][src], source[i][tgt]) for i in range(len(source))]
+        pairs = [(source[i][src], source[i][tgt]) for i in range(len(source))]
+        return [(s, t) for s, t in pairs if t.strip()]
+
+    def check_split(self, split: str) -> seq2seq_pipeline.PairStats:
+        """Logs how many pairs of ``split`` have an empty target (skipped) and how many
+        sources are cut to ``data.source_length``; with ``data.too_long=error`` an over-long
+        source is a ``DataError`` naming it. Once per split."""
+        data = self.config.data
+        pairs = open_text(data.dataset, split, data.tfds_data_dir)
+        src, tgt = self.fields
+        sources = [data.prefix + pairs[i][src] for i in range(len(pairs))]
+        targets = [pairs[i][tgt] for i in range(len(pairs))]
+        stats = seq2seq_pipeline.pair_stats(
+            sources, targets, self.tokenizer.encode_batch, data.source_length
+        )
+        where = f"the {split} split of {data.dataset}"
+        if stats.empty_targets and split not in self._checked:
+            _log.warning(
+                "%s: skipped %d of %d pairs with an empty target",
+                where,
+                stats.empty_targets,
+                stats.total,
+            )
+        if stats.too_long and data.too_long == "error":
+            first = pairs[stats.first_too_long][src]
+            raise DataError(
+                f"{where}: {stats.too_long} of {stats.total} sources are longer than "
+                f"data.source_length={data.source_length} tokens (prefix and end id included; "
+                f"the longest has {stats.longest}; the first is #{stats.first_too_long}: "
+                f"{first[:40]!r}); raise data.source_length, or set data.too_long=truncate "
+                "to cut them"
+            )
+        if stats.too_long and split not in self._checked:
+            _log.warning(
+                "%s: %d of %d sources are longer than data.source_length=%d tokens and are "
+                "cut (the longest has %d; data.too_long=error refuses them)",
+                where,
+                stats.too_long,
+                stats.total,
+                data.source_length,
+                stats.longest,
+            )
+        self._checked.add(split)
+        return stats
+
+    def _check_sentinels(self) -> None:
+        """Span corruption needs one sentinel id per masked span of an input."""
+        data = self.config.data
+        raw, _ = transforms.span_corruption_lengths(
+            data.source_length, data.noise_density, data.mean_noise_span_length
+        )
+        spans = max(1, round(round(raw * data.noise_density) / data.mean_noise_span_length))
+        have = getattr(self.tokenizer, "num_sentinels", 0)
+        if have < spans:
+            raise ConfigError(
+                f"data.objective=span_corruption masks up to {spans} spans per input but the "
+                f"tokenizer ({self._tokenizer_file}) has {have} sentinel ids: set "
+                "data.tokenizer.num_sentinels=100 (T5's count) and train in a new --workdir "
+                "(a workdir keeps the tokenizer it was built with)"
+            )
+
+    def _span_batches(self, split: str, seed: int, shuffle: bool) -> grain.IterDataset:
+        """T5 span-corruption batches over every text field of ``split`` (documents are
+        concatenated and cut, ``data.seq2seq_pipeline.span_corruption_batches``)."""
+        data, fields, tok = self.config.data, self.fields, self.tokenizer
+        shard = pipeline.Shard.this_host()
+        source = open_text(data.dataset, split, data.tfds_data_dir)
+        n = len(fields)
+        texts = grain.MapDataset.range(len(source) * n).map(lambda i: source[i // n][fields[i % n]])
+        docs = pipeline.epochs(texts, seed, shard, shuffle=shuffle)
+        docs = docs.filter(lambda text: bool(text.strip())).map(tok.encode)
+        sentinels = np.array([tok.sentinel_id(i) for i in range(tok.num_sentinels)], np.int32)
+        return seq2seq_pipeline.span_corruption_batches(
+            docs,
+            inputs_length=data.source_length,
+            batch_size=data.batch_size // shard.count,
+            sentinel_ids=sentinels,
+            eos_id=tok.eos_id,
+            start_id=tok.pad_id,
+            seed=seed,
+            noise_density=data.noise_density,
+            mean_noise_span_length=data.mean_noise_span_length,
+        )
 
     def _batches(self, split: str, seed: int, shuffle: bool = True) -> grain.IterDataset:
-        data, (src, _) = self.config.data, self.fields
+        data = self.config.data
         shard = pipeline.Shard.this_host()
         if data.batch_size % shard.count:
             raise ConfigError(f"data.batch_size={data.batch_size} does not split over hosts")
+        if self.pretraining:
+            return self._span_batches(split, seed, shuffle)
+        src, tgt = self.fields
+        if split not in self._checked:
+            self.check_split(split)
         source = open_text(data.dataset, split, data.tfds_data_dir)
         ds = pipeline.epochs(source, seed, shard, shuffle=shuffle)
+        ds = ds.filter(lambda ex: seq2seq_pipeline.nonempty_target(ex, tgt))
         ds = ds.map(lambda ex: {**ex, src: data.prefix + ex[src]})
         examples = seq2seq_pipeline.pair_examples(
             ds,
@@ -177,19 +296,31 @@ class Seq2SeqTask:
 
     def evaluate(self, params, extras: dict, rng, split: str = "validation") -> dict[str, float]:
         """The loss average over ``eval_batches(split)``; with ``data.bleu_examples``, the
-        greedy translations of the split's first examples, scored by sacrebleu (BLEU and
-        chrF on the detokenized text) when it is installed."""
+        greedy translations of the split's first examples (-1: all), scored by sacrebleu
+        (BLEU and chrF on the detokenized text) and written one per line to the workdir's
+        ``hypotheses_<split>_<step>.txt``."""
         if self._average is None:
             self._average = make_loss_average(self)
         if split not in self._eval_data:  # read and tokenized once per split
-            n = self.config.data.bleu_examples
-            self._eval_data[split] = (self.eval_batches(split), self.pairs(split)[:n] if n else [])
+            n = 0 if self.pretraining else self.config.data.bleu_examples
+            pairs = self.pairs(split)[: None if n == -1 else n] if n else []
+            self._eval_data[split] = (self.eval_batches(split), pairs)
         batches, pairs = self._eval_data[split]
         summary = self.eval_summary(self._average(params, batches, rng))
         if pairs:
-            hypotheses = self.translator(params).translate([s for s, _ in pairs], self._max_len())
+            sources = [s for s, _ in pairs]  # over-long ones: counted once by check_split
+            hypotheses = self.translator(params).translate(
+                sources, self._max_len(), report_cuts=False
+            )
             summary.update(score_translations(hypotheses, [t for _, t in pairs]))
+            self._write_hypotheses(hypotheses, split, int(extras.get("step", 0)))
         return summary
+
+    def _write_hypotheses(self, hypotheses: list[str], split: str, step: int) -> None:
+        if self.workdir is None or jax.process_index() != 0:
+            return
+        path = epath.Path(self.workdir) / HYPOTHESES_FILE.format(split=split, step=step)
+        path.write_text("".join(h.replace("\n", " ") + "\n" for h in hypotheses))
 
     def _max_len(self) -> int:
         return min(self.config.data.target_length, self.config.model.max_target_len)
@@ -199,16 +330,24 @@ class Seq2SeqTask:
     def global_batch_size(self) -> int:
         return self.config.data.batch_size
 
+    def _target_length(self) -> int:
+        data = self.config.data
+        if self.pretraining:
+            return transforms.span_corruption_lengths(
+                data.source_length, data.noise_density, data.mean_noise_span_length
+            )[1]
+        return data.target_length
+
     def tokens_per_batch(self) -> int:
         data = self.config.data
-        return data.batch_size * (data.source_length + data.target_length)
+        return data.batch_size * (data.source_length + self._target_length())
 
     def compute_dtype(self) -> str:
         return resolve_dtype(self.config.model.dtype).name
 
     def flops_per_token(self) -> float:
         data = self.config.data
-        return flops_per_token(self.config.model, data.source_length, data.target_length)
+        return flops_per_token(self.config.model, data.source_length, self._target_length())
 
     def save_assets(self, directory: epath.PathLike) -> None:
         save_tokenizer(self.tokenizer, epath.Path(directory) / TOKENIZER_FILE)
@@ -236,6 +375,7 @@ class Seq2SeqTask:
             max_source_len=self.config.data.source_length,
             prefix=self.config.data.prefix,
             beam_size=beam_size,
+            too_long=self.config.data.too_long,
             **kwargs,
         )
 
@@ -248,16 +388,9 @@ class Seq2SeqTask:
 
 
 def score_translations(hypotheses: list[str], references: list[str]) -> dict[str, float]:
-    """sacrebleu's corpus BLEU and chrF (cased, detokenized text), if sacrebleu is
-    installed; otherwise only the exact-match rate (and a warning, once)."""
+    """sacrebleu's corpus BLEU (13a tokenization, cased) and chrF of detokenized text, and
+    the exact-match rate."""
     exact = float(np.mean([h == r for h, r in zip(hypotheses, references, strict=True)]))
-    try:
-        import sacrebleu
-    except ImportError:
-        if not _warned:
-            _warned.append(True)
-            _log.warning("sacrebleu is not installed: no BLEU/chrF (pip install sacrebleu)")
-        return {"exact_match": exact}
     return {
         "bleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score),
         "chrf": float(sacrebleu.corpus_chrf(hypotheses, [references]).score),
