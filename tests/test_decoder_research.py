@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import hashlib
 import json
 import re
 import shutil
@@ -76,6 +77,26 @@ def test_defaults_add_no_parameters_and_give_identical_logits():
     np.testing.assert_array_equal(
         _apply(off, {"params": off_params}, tokens), _apply(plain, {"params": plain_params}, tokens)
     )
+
+
+# Digests of the plain decoder's initial parameters and logits computed by the code of
+# commit 7fa6577, before registers, the sink and pauses existed (XLA:CPU, jax 0.10.2,
+# x86-64): sha256 prefixes of the float32 bytes of the parameter leaves and of the logits,
+# and the logits' sum. The current code with the defaults reproduces them bitwise.
+BEFORE_THE_FEATURES = {
+    "learned": ("9e9023ffc207e3b4", "4749cfb7fb4debe2", "0x1.fda779f600000p+1"),
+    "rope": ("09f42fd1c4f75bdc", "ba3730e2bb950faa", "0x1.19684caa00000p+2"),
+}
+
+
+@pytest.mark.parametrize("positions", sorted(BEFORE_THE_FEATURES))
+def test_the_default_model_is_bitwise_the_model_before_the_features(positions):
+    model, params = _build(positions=positions)
+    logits = np.asarray(_apply(model, {"params": params}, _tokens(seed=1)))
+    leaves = b"".join(np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(params))
+    digest = lambda blob: hashlib.sha256(blob).hexdigest()[:16]  # noqa: E731
+    got = (digest(leaves), digest(logits.tobytes()), float(logits.astype(np.float64).sum()).hex())
+    assert got == BEFORE_THE_FEATURES[positions]
 
 
 def test_prefix_parameters_and_outputs_exclude_the_prefix(with_prefix):
