@@ -1,7 +1,9 @@
 """Pause tokens on multi-digit addition without chain-of-thought (Goyal et al. 2023,
-https://arxiv.org/abs/2310.02226): a small byte-level decoder pretrained on a stream of
-``A+B=C`` lines (``addition:3``: 3-digit operands, 4-digit sums), then finetuned on the
-same problems as prompt/answer rows (loss on the answer only) and scored by exact match.
+https://arxiv.org/abs/2310.02226): a small byte-level decoder (2 layers, width 64)
+pretrained on a stream of ``A+B=C`` lines (``addition:2``: 2-digit operands, 3-digit
+sums, 4,000 training problems, 200 unseen validation ones), then finetuned on the same
+training problems as prompt/answer rows (loss on the answer only) and scored by exact
+match on the validation prompts.
 
 Variants (``--config=experiments/pause_addition.py:NAME``):
   pretrain        standard pretraining on the addition stream;
@@ -20,7 +22,7 @@ import ml_collections
 
 from nlpjax.config import apply_overrides
 
-DATASET = "addition:3;train=20000;validation=500;seed=0"
+DATASET = "addition:2;train=4000;validation=200;seed=0"
 
 
 def base() -> ml_collections.ConfigDict:
@@ -29,11 +31,11 @@ def base() -> ml_collections.ConfigDict:
     c.seed = 0
     c.model = dict(
         vocab_size=0,  # from the tokenizer
-        num_layers=4,
+        num_layers=2,
         num_heads=4,
-        d_model=128,
-        d_ff=512,
-        max_len=32,
+        d_model=64,
+        d_ff=256,
+        max_len=24,
         positions="learned",
         norm="layernorm",
         activation="gelu_tanh",
@@ -51,7 +53,7 @@ def base() -> ml_collections.ConfigDict:
     c.data = dict(
         dataset=DATASET,
         tokenizer=dict(kind="byte", num_registers=4, num_sentinels=0),  # byte has <pause>
-        context=32,  # a row: 8 prompt + up to 10 pauses + 4 answer + EOS = 23 tokens
+        context=24,  # a row: 6 prompt + up to 10 pauses + 3 answer + EOS = 20 tokens
         batch_size=32,
         tfds_data_dir="",
         prefetch=4,
@@ -76,7 +78,7 @@ def base() -> ml_collections.ConfigDict:
         clip_norm=1.0,
     )
     c.train = dict(
-        steps=1500,
+        steps=800,
         log_every=100,
         steps_per_dispatch=50,
         progress=True,
@@ -84,15 +86,15 @@ def base() -> ml_collections.ConfigDict:
         microbatches=1,
         init_from="",  # finetuning: the pretrained workdir
     )
-    c.eval = dict(every=500, num_batches=8, seed=1234, probes=False)
-    c.checkpoint = dict(every=500, max_to_keep=1, async_save=True)
+    c.eval = dict(every=400, num_batches=8, seed=1234, probes=False)
+    c.checkpoint = dict(every=400, max_to_keep=1, async_save=True)
     c.parallel = dict(mode="jit", devices=1, mesh="data:1", rules="")
     return ml_collections.ConfigDict(c)
 
 
 FINETUNE = {
     "data.answer_separator": "=",  # loss on the answer (and its EOS) only
-    "train.steps": 1000,
+    "train.steps": 400,
     "optim.warmup_steps": 50,
 }
 TINY = {
