@@ -8,6 +8,7 @@ vocabulary; anything else is refused before the new workdir is written to.
 """
 
 import dataclasses
+import logging
 
 import jax
 import orbax.checkpoint as ocp
@@ -72,6 +73,19 @@ def _check_vocabulary(run: Run, source: InitSource, spec: str) -> None:
         )
 
 
+def _read_only_manager(directory: epath.Path) -> ocp.CheckpointManager:
+    """A manager that never writes to ``directory`` (orbax's two warnings that say so,
+    once per run, are not shown: reading only is the point)."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+        return ocp.CheckpointManager(directory.absolute(), options=options)
+    finally:
+        absl.setLevel(level)
+
+
 def read_params(run: Run, spec: str) -> tuple[object, int]:
     """(parameters laid out like ``run.state.params``, the step they were read from).
 
@@ -85,8 +99,7 @@ def read_params(run: Run, spec: str) -> tuple[object, int]:
             f"train.init_from={spec}: {directory} does not exist; give the workdir of a "
             "trained run (WORKDIR or WORKDIR:STEP)"
         )
-    options = ocp.CheckpointManagerOptions(create=False, read_only=True)
-    manager = ocp.CheckpointManager(directory.absolute(), options=options)
+    manager = _read_only_manager(directory)
     try:
         step = _pick_step(source, sorted(manager.all_steps()), spec)
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
