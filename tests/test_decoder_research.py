@@ -147,6 +147,28 @@ def test_causality_holds_for_real_tokens_with_registers_and_sink():
     assert (sensitivity[np.tril_indices(LENGTH)] > 0).all(), "an output ignores its past"
 
 
+def test_tokens_keep_positions_0_to_l_and_the_prefix_gets_no_position_embedding():
+    """Learned positions: every row of the (max_len, D) table reaches the token outputs
+    (tokens sit at 0..L-1, not shifted by the prefix), and none reaches the prefix."""
+    model, params = _build(num_registers=2, sink_token=True)  # learned positions, P = 3
+    tokens = _tokens()
+
+    def outputs(pos):
+        logits, state = model.apply(
+            {"params": {**params, "pos_embedding": pos}}, tokens, mutable=["intermediates"]
+        )
+        prefix = sum(jnp.sum(h[:, :3] ** 2) for h in state["intermediates"]["hidden_states"])
+        return jnp.sum(logits**2), prefix
+
+    pos = params["pos_embedding"]
+    assert pos.shape == (LENGTH, 16)
+    token_grad, prefix_grad = (
+        jax.jit(jax.grad(lambda p, i=i: outputs(p)[i]))(pos) for i in range(2)
+    )
+    assert (np.abs(np.asarray(token_grad)).sum(-1) > 0).all(), "a token position is unused"
+    assert (np.asarray(prefix_grad) == 0).all(), "the prefix got a position embedding"
+
+
 def test_packed_segments_still_see_the_registers_but_not_each_other(with_prefix):
     model, params = with_prefix
     segments = jnp.asarray([[1, 1, 1, 2, 2, 2, 2, 2]])
