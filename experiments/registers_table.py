@@ -7,7 +7,8 @@ Each run trains ``experiments/shakespeare_registers.py:registersN`` in ``ROOT/re
 (running the script again resumes; a finished run is a no-op), then the last checkpoint
 is probed on the first validation batch (``LMTask.probe``) and ``nlpjax analyze`` writes
 its attention-map and norm-histogram PNGs to ``PLOTS/registersN_*.png``. The markdown
-table goes to ``OUTPUT`` (and stdout). About 5 minutes on an idle 2-core CPU.
+table goes to ``OUTPUT`` (and stdout). The default variant used 9.6 minutes of CPU time
+(48 minutes of wall time on the shared 2-core machine at load average 20).
 
 Variants (``--variant=NAME``):
   default  the three 2000-step runs of the README table;
