@@ -49,6 +49,9 @@ def test_a_new_run_starts_from_the_source_parameters(source, tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(want, _leaves(source, 10), strict=True))
     for a, b in zip(want, got, strict=True):
         np.testing.assert_array_equal(a, b)
+    # A run that resumes from its own checkpoint ignores train.init_from (even a gone one).
+    overrides |= {"train.steps": "2", "train.init_from": str(tmp_path / "gone")}
+    assert train(load_config(TINY, overrides), workdir)["start_step"] == 1
 
 
 def _train_cli(capsys, workdir, *overrides):
