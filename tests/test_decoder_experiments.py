@@ -108,8 +108,12 @@ def test_the_pause_grid_runs_its_tiny_variant(tmp_path):
 @pytest.mark.slow  # three tiny runs, their probes and plots
 def test_the_registers_table_runs_its_tiny_variant(tmp_path):
     table = _module("registers_table")
-    rows = [table.run_one(tmp_path, "tiny", r, tmp_path / "plots") for r in (0, 4)]
+    runs = [run for run in table.RUNS if run[0] in ("registers0", "registers4", "sink")]
+    rows = [table.run_one(tmp_path, "tiny", run, tmp_path / "plots") for run in runs]
     assert rows[0]["register_mass"] == 0 and rows[1]["register_mass"] > 0
     assert rows[1]["params"] - rows[0]["params"] == 4 * 32  # four learned vectors
+    assert rows[2]["params"] - rows[0]["params"] == 32 and rows[2]["register_mass"] == 0
+    assert rows[2]["first_mass"] != rows[2]["first_token_mass"]  # position 0 is the sink
     assert (tmp_path / "plots" / "registers4_attention.png").read_bytes()[:4] == b"\x89PNG"
-    assert table.format_table(rows).count("\n") == 3
+    assert [r["prefix"] for r in rows] == ["0 registers", "4 registers", "sink token"]
+    assert table.format_table(rows).count("\n") == 4
