@@ -97,6 +97,7 @@ def base(shape: str) -> ml_collections.ConfigDict:
         progress=True,
         peak_tflops=0.0,
         microbatches=1,
+        init_from="",
     )
     c.eval = dict(every=500, num_batches=20, seed=1234)
     c.checkpoint = dict(every=1000, max_to_keep=2, async_save=True)

@@ -61,6 +61,7 @@ def base() -> ml_collections.ConfigDict:
         progress=True,
         peak_tflops=0.0,
         microbatches=1,
+        init_from="",
     )
     c.eval = dict(every=250, num_batches=50, seed=1234)
     c.checkpoint = dict(every=500, max_to_keep=3, async_save=True)

@@ -71,6 +71,7 @@ def base() -> ml_collections.ConfigDict:
         progress=True,
         peak_tflops=0.0,
         microbatches=1,
+        init_from="",
     )
     c.eval = dict(every=150, num_batches=4, seed=1234)
     c.checkpoint = dict(every=150, max_to_keep=2, async_save=True)

@@ -81,6 +81,7 @@ def base() -> ml_collections.ConfigDict:
         progress=True,
         peak_tflops=0.0,
         microbatches=1,  # gradient accumulation: split each batch into k parts
+        init_from="",  # WORKDIR[:STEP]: start from that checkpoint's parameters (finetuning)
     )
     c.eval = dict(every=250, num_batches=50, seed=1234, probes=False)
     c.checkpoint = dict(every=500, max_to_keep=3, async_save=True)

@@ -87,6 +87,7 @@ def base() -> ml_collections.ConfigDict:
         progress=True,
         peak_tflops=0.0,
         microbatches=1,
+        init_from="",
     )
     c.eval = dict(every=1000, num_batches=20, seed=1234)
     c.checkpoint = dict(every=1000, max_to_keep=3, async_save=True)

@@ -95,6 +95,7 @@ class TrainConfig:
     progress: bool = True
     peak_tflops: float = 0.0  # per-device peak for MFU; 0 = from the table of known chips
     microbatches: int = 1  # gradient accumulation: the batch runs as k sequential parts
+    init_from: str = ""  # WORKDIR[:STEP]: a new run starts from that checkpoint's params
 
     def __post_init__(self):
         _check(self.steps > 0, f"train.steps must be > 0, got {self.steps}")

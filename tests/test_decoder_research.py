@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import hashlib
 import json
 import re
 import shutil
@@ -78,6 +79,26 @@ def test_defaults_add_no_parameters_and_give_identical_logits():
     )
 
 
+# Digests of the plain decoder's initial parameters and logits computed by the code of
+# commit 7fa6577, before registers, the sink and pauses existed (XLA:CPU, jax 0.10.2,
+# x86-64): sha256 prefixes of the float32 bytes of the parameter leaves and of the logits,
+# and the logits' sum. The current code with the defaults reproduces them bitwise.
+BEFORE_THE_FEATURES = {
+    "learned": ("9e9023ffc207e3b4", "4749cfb7fb4debe2", "0x1.fda779f600000p+1"),
+    "rope": ("09f42fd1c4f75bdc", "ba3730e2bb950faa", "0x1.19684caa00000p+2"),
+}
+
+
+@pytest.mark.parametrize("positions", sorted(BEFORE_THE_FEATURES))
+def test_the_default_model_is_bitwise_the_model_before_the_features(positions):
+    model, params = _build(positions=positions)
+    logits = np.asarray(_apply(model, {"params": params}, _tokens(seed=1)))
+    leaves = b"".join(np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(params))
+    digest = lambda blob: hashlib.sha256(blob).hexdigest()[:16]  # noqa: E731
+    got = (digest(leaves), digest(logits.tobytes()), float(logits.astype(np.float64).sum()).hex())
+    assert got == BEFORE_THE_FEATURES[positions]
+
+
 def test_prefix_parameters_and_outputs_exclude_the_prefix(with_prefix):
     model, params = with_prefix
     assert params["register_embedding"].shape == (2, 16)
@@ -124,6 +145,28 @@ def test_causality_holds_for_real_tokens_with_registers_and_sink():
     sensitivity = jac[:, :LENGTH]  # tokens 0..7 use embedding rows 0..7
     assert (np.triu(sensitivity, k=1) == 0).all(), "an output position sees the future"
     assert (sensitivity[np.tril_indices(LENGTH)] > 0).all(), "an output ignores its past"
+
+
+def test_tokens_keep_positions_0_to_l_and_the_prefix_gets_no_position_embedding():
+    """Learned positions: every row of the (max_len, D) table reaches the token outputs
+    (tokens sit at 0..L-1, not shifted by the prefix), and none reaches the prefix."""
+    model, params = _build(num_registers=2, sink_token=True)  # learned positions, P = 3
+    tokens = _tokens()
+
+    def outputs(pos):
+        logits, state = model.apply(
+            {"params": {**params, "pos_embedding": pos}}, tokens, mutable=["intermediates"]
+        )
+        prefix = sum(jnp.sum(h[:, :3] ** 2) for h in state["intermediates"]["hidden_states"])
+        return jnp.sum(logits**2), prefix
+
+    pos = params["pos_embedding"]
+    assert pos.shape == (LENGTH, 16)
+    token_grad, prefix_grad = (
+        jax.jit(jax.grad(lambda p, i=i: outputs(p)[i]))(pos) for i in range(2)
+    )
+    assert (np.abs(np.asarray(token_grad)).sum(-1) > 0).all(), "a token position is unused"
+    assert (np.asarray(prefix_grad) == 0).all(), "the prefix got a position embedding"
 
 
 def test_packed_segments_still_see_the_registers_but_not_each_other(with_prefix):

@@ -12,6 +12,8 @@ A dataset spec is one string (``data.dataset`` in a config):
 - ``labelled:FILES`` with options ``;validation=FILES``, ``;test=FILES``, ``;labels=a,b,c``,
   ``;errors=...``: ``label<TAB>text`` files for classifiers (items ``{text, label}``; see
   ``labelled.py``);
+- ``addition:DIGITS`` with options ``;train=N``, ``;validation=N``, ``;seed=S``: synthetic
+  multi-digit addition lines ``A+B=C`` generated in memory from the seed (``synthetic.py``);
 - ``tfds:NAME[/CONFIG][:VERSION]``: a registered TFDS dataset (lm1b, wmt14_translate/de-en,
   c4/en, ...) already prepared as array_record in the TFDS data dir.
 
@@ -23,17 +25,19 @@ from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 
-from nlpjax.data import labelled
+from nlpjax.data import labelled, synthetic
 from nlpjax.data.tfds_builders import parallel_corpus, text_corpus
 from nlpjax.data.tfds_builders.common import prepared_source, tfds_data_dir
 from nlpjax.errors import DataError
 
-KINDS = ("text_corpus", "parallel_corpus", "files", "parallel", "labelled", "tfds")
+KINDS = ("text_corpus", "parallel_corpus", "files", "parallel", "labelled", "addition", "tfds")
 _OPTIONS = {
     "files": ("validation", "split_by", "errors"),
     "parallel": ("validation", "test", "languages", "errors"),
     "labelled": ("validation", "test", "labels", "errors"),
+    "addition": ("train", "validation", "seed"),
 }
+_PREFIXED = ("files", "parallel", "labelled", "addition", "tfds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +55,7 @@ class DatasetRef:
 def parse_dataset(spec: str) -> DatasetRef:
     """Parses a dataset spec (see the module docstring); errors list the valid forms."""
     head, *opts = spec.split(";")
-    if ":" in head and head.split(":", 1)[0] in ("files", "parallel", "labelled", "tfds"):
+    if ":" in head and head.split(":", 1)[0] in _PREFIXED:
         kind, name = head.split(":", 1)
     elif "/" in head and head.split("/", 1)[0] in ("text_corpus", "parallel_corpus"):
         kind, name = head.split("/", 1)
@@ -126,6 +130,11 @@ def label_names(spec: str) -> tuple[str, ...]:
     return _labelled(ref, "train")[1]
 
 
+def _addition(ref: DatasetRef, split: str) -> list[dict[str, str]]:
+    spec = synthetic.parse_spec(ref.name, dict(ref.options))
+    return [{"text": line} for line in synthetic.addition_lines(spec, split)]
+
+
 def _tfds_source(ref: DatasetRef, split: str, data_dir: str):
     try:
         return tfds.data_source(ref.name, split=split, data_dir=data_dir, download=False)
@@ -145,6 +154,8 @@ def raw_source(spec: str, split: str, data_dir: str = ""):
         return _tfds_source(ref, split, tfds_data_dir(data_dir))
     if ref.kind == "labelled":
         return _labelled(ref, split)[0]
+    if ref.kind == "addition":
+        return _addition(ref, split)
     builder_cls, config = _builder_and_config(ref)
     return prepared_source(builder_cls, config, split, data_dir)
 
@@ -152,7 +163,7 @@ def raw_source(spec: str, split: str, data_dir: str = ""):
 def default_fields(spec: str, data_dir: str = "") -> tuple[str, ...]:
     """Text fields of a spec's examples: ("text",) or its (source, target) languages."""
     ref = parse_dataset(spec)
-    if ref.kind in ("text_corpus", "files"):
+    if ref.kind in ("text_corpus", "files", "addition"):
         return ("text",)
     if ref.kind == "labelled":
         return labelled.FIELDS
@@ -212,6 +223,8 @@ def split_sizes(spec: str, data_dir: str = "") -> dict[str, int]:
     if ref.kind == "labelled":
         splits = ("train", "validation", "test")
         return {s: len(_labelled(ref, s)[0]) for s in splits if ref.option(s) or s == "train"}
+    if ref.kind == "addition":
+        return {s: len(_addition(ref, s)) for s in synthetic.SPLITS}
     if ref.kind == "tfds":
         builder = tfds.builder(ref.name, data_dir=tfds_data_dir(data_dir))
     else:

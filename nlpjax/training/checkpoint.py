@@ -19,8 +19,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from nlpjax.config import CheckpointConfig
-from nlpjax.errors import CheckpointMismatchError
+from nlpjax.config import CheckpointConfig, build_section
+from nlpjax.errors import CheckpointMismatchError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,17 @@ def check_signature(saved: dict, current: dict, where: str) -> None:
             + "\n  ".join(diffs)
             + "\nUse a new --workdir, or run with the config that wrote this checkpoint."
         )
+
+
+def comparable_signature(saved: dict, model_cls: type) -> dict:
+    """A saved signature in today's form: the model section rebuilt through its config
+    class (fields added since take their defaults; runtime fields such as the compute
+    dtype drop out), or as saved when it no longer builds (the diff then names why)."""
+    try:
+        model = build_section(model_cls, saved["model"], "model")
+    except (ConfigError, KeyError, TypeError):
+        return saved
+    return {"task": saved["task"], "model": model.signature()}
 
 
 DAMAGED_SUFFIX = ".damaged"

@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from nlpjax.config import Config, build_section
+from nlpjax.config import Config
 from nlpjax.data.pipeline import stack_batches
-from nlpjax.errors import ConfigError, TrainingDiverged
+from nlpjax.errors import TrainingDiverged
+from nlpjax.training import init_from, parallel, resume
 from nlpjax.training import metrics as metrics_lib
-from nlpjax.training import parallel, resume
-from nlpjax.training.checkpoint import Checkpointer, check_signature
+from nlpjax.training.checkpoint import Checkpointer, check_signature, comparable_signature
 from nlpjax.training.evaluation import Evaluation
 from nlpjax.training.run import CHECKPOINT_DIR, Run, build_run
 from nlpjax.training.step import (
@@ -71,27 +71,16 @@ def _check_workdir(workdir: epath.Path, run: Run, ckpt: Checkpointer) -> None:
     config_path = workdir / CONFIG_FILE
     if config_path.is_file():
         saved = json.loads(config_path.read_text())
-        saved = _comparable({"task": saved["task"], "model": saved["model"]}, model_cls)
+        saved = comparable_signature({"task": saved["task"], "model": saved["model"]}, model_cls)
         check_signature(saved, signature, str(workdir))
     for step in ckpt.all_steps()[::-1]:  # the newest step whose signature is readable
         try:
             saved_signature = ckpt.read_signature(step)
         except Exception:  # a damaged step: restore() reports it and moves it aside
             continue
-        saved_signature = _comparable(saved_signature, model_cls)
+        saved_signature = comparable_signature(saved_signature, model_cls)
         check_signature(saved_signature, signature, f"checkpoint {step} in {workdir}")
         break
-
-
-def _comparable(saved: dict, model_cls: type) -> dict:
-    """A saved signature in today's form: the model section rebuilt through its config
-    class (fields added since take their defaults; runtime fields such as the compute
-    dtype drop out), or as saved when it no longer builds (the diff then names why)."""
-    try:
-        model = build_section(model_cls, saved["model"], "model")
-    except (ConfigError, KeyError, TypeError):
-        return saved
-    return {"task": saved["task"], "model": model.signature()}
 
 
 class _TrainLog:
@@ -290,6 +279,9 @@ def _train_locked(config: Config, workdir: epath.Path, task_cls: type) -> dict:
             changes = resume.check_changes(saved, config, run.abstract_state.params, workdir)
         data_it = task.train_iterator()
         state = run.state
+        if not resumed and config.train.init_from:
+            state, source_step = init_from.initialise(run, config.train.init_from)
+            print(f"Parameters from step {source_step} of {config.train.init_from}")
         if resumed:
             step0, state, data_state = ckpt.restore(run.abstract_state, move_damaged=True)
             data_it.set_state(data_state)
