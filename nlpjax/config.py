@@ -528,11 +528,56 @@ def load_tree(
     cd: ml_collections.ConfigDict, overrides: Mapping[str, Any] | None, tasks: Mapping[str, type]
 ) -> Config:
     """A config tree + overrides (applied in place) -> validated ``Config``, with a warning
-    for each odd but valid setting (the common end of every way of loading a config)."""
+    for each odd but valid setting (the common end of every way of loading a config).
+
+    Keys a file leaves out take their defaults first, so every key of a section the file
+    has can be overridden (a new option needs no edit of every experiment file).
+    """
+    fill_defaults(cd, tasks)
     apply_overrides(cd, overrides or {})
     config = resolve(cd, tasks)
     warn_odd_settings(config)
     return config
+
+
+def _section_defaults(cls: type) -> dict[str, Any]:
+    """``{field: default}`` of a config dataclass (nested sections as dicts); fields
+    without a default are left out (their absence stays an error)."""
+    defaults = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        defaults[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return defaults
+
+
+def fill_defaults(cd: ml_collections.ConfigDict, tasks: Mapping[str, type]) -> None:
+    """Adds, in place, the defaults of the keys missing from each section of ``cd`` (the
+    generic sections, and ``model``/``data`` of a known task). Missing sections and an
+    unknown task are left for ``resolve`` to report."""
+    classes = dict(GENERIC_SECTIONS)
+    task_cls = tasks.get(cd.get("task")) if isinstance(cd.get("task"), str) else None
+    if task_cls is not None:
+        classes |= {"model": task_cls.model_config_cls, "data": task_cls.data_config_cls}
+    for name, cls in classes.items():
+        section = cd.get(name)
+        if not isinstance(section, ml_collections.ConfigDict):
+            continue
+        with section.unlocked():
+            for key, value in _section_defaults(cls).items():
+                if key not in section:
+                    section[key] = value
+                elif isinstance(section[key], ml_collections.ConfigDict) and isinstance(
+                    value, dict
+                ):
+                    for sub, sub_value in value.items():
+                        if sub not in section[key]:
+                            with section[key].unlocked():
+                                section[key][sub] = sub_value
 
 
 def warn_odd_settings(config: Config) -> list[str]:

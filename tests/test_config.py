@@ -181,3 +181,24 @@ def test_config_loader_takes_the_task_registry_it_is_given():
     assert resolve(tree, TASKS).task == "lm"
     with pytest.raises(ConfigError, match="unknown task 'lm'; known tasks: none"):
         resolve(tree, {})
+
+
+def test_keys_a_file_leaves_out_take_their_defaults_and_can_be_overridden(tmp_path):
+    """A config file that predates an option (here: no train.init_from, no
+    data.tokenizer.min_count) still takes that option on the command line."""
+    path = tmp_path / "exp.py"
+    path.write_text(
+        (REPO / "experiments" / "shakespeare_char.py").read_text()
+        + "\n_get = get_config\n"
+        + "def get_config(arg=None):\n    c = _get(arg)\n"
+        + "    del c.train['init_from']\n    del c.data.tokenizer['min_count']\n    return c\n"
+    )
+    plain = load_config(str(path))
+    assert plain.train.init_from == "" and plain.data.tokenizer.min_count == 1
+    config = load_config(
+        str(path), {"train.init_from": "/tmp/pretrained", "data.tokenizer.min_count": "3"}
+    )
+    assert config.train.init_from == "/tmp/pretrained"
+    assert config.data.tokenizer.min_count == 3
+    with pytest.raises(ConfigError, match="unknown config key 'train.init_frm'"):
+        load_config(str(path), {"train.init_frm": "x"})
