@@ -27,6 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q -n auto --dist loadfile
 
 test-all: $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
