@@ -1,9 +1,16 @@
-"""Character-level LSTM language model on Tiny Shakespeare, trained with truncated BPTT.
+"""Word-level LSTM language model on Tiny Shakespeare, trained with truncated BPTT.
 
-Variants (``--config=experiments/rnn_char.py:NAME``):
-  default  the reference setup: 2 LSTM layers of 256, context 64, 32 streams,
-           2000 steps, Adam 2e-3 with cosine decay, clipping at 1;
-  gru      the same with GRU cells;
+Words are the whitespace-separated, lowercased tokens of the text (punctuation stays
+attached, as the ``word`` tokenizer splits); words seen fewer than 3 times in the
+training split become ``<unk>`` (6,118 words; 17.7% of the validation tokens are
+``<unk>``, and predicting them counts, as on the Penn Treebank). The shape follows the
+"medium" model of Zaremba et al. 2014 scaled to this 182k-word corpus: 2 layers of 256,
+dropout 0.5 on the non-recurrent connections, 35 steps of truncated BPTT over 20 streams.
+
+Variants (``--config=experiments/shakespeare_word_lstm.py:NAME``):
+  default  2 x 256 LSTM, 1500 steps (about 6 epochs), Adam 2e-3 with cosine decay,
+           clipping at 1; validation over the first 26 steps of the 20 validation streams
+           (18,200 of its 20,153 words), the state carried from zeros;
   tiny     a seconds-long run for tests and smoke checks.
 """
 
@@ -18,11 +25,11 @@ def base() -> ml_collections.ConfigDict:
     c.seed = 0
     c.model = dict(
         vocab_size=0,  # from the tokenizer
-        cell="lstm",  # lstm | gru | elman
+        cell="lstm",
         num_layers=2,
         d_embed=0,  # 0: d_hidden
         d_hidden=256,
-        dropout=0.0,
+        dropout=0.3,
         bidirectional=False,
         tie_embeddings=False,
         num_classes=0,
@@ -35,9 +42,9 @@ def base() -> ml_collections.ConfigDict:
     )
     c.data = dict(
         dataset="tiny_shakespeare",
-        tokenizer=dict(kind="char"),
-        context=64,  # tokens per step = truncation length
-        batch_size=32,  # streams
+        tokenizer=dict(kind="word", min_count=3, lowercase=True, num_registers=0),
+        context=35,
+        batch_size=20,
         tfds_data_dir="",
         prefetch=4,
     )
@@ -51,18 +58,18 @@ def base() -> ml_collections.ConfigDict:
         b1=0.9,
         b2=0.999,
         eps=1e-8,
-        weight_decay=0.0,  # Adam
+        weight_decay=0.0,
         clip_norm=1.0,
     )
     c.train = dict(
-        steps=2000,
+        steps=1000,
         log_every=50,
         steps_per_dispatch=10,
         progress=True,
         peak_tflops=0.0,
         microbatches=1,
     )
-    c.eval = dict(every=250, num_batches=50, seed=1234)
+    c.eval = dict(every=200, num_batches=26, seed=1234)
     c.checkpoint = dict(every=500, max_to_keep=3, async_save=True)
     c.parallel = dict(mode="jit", devices=0, mesh="data:-1", rules="")
     return ml_collections.ConfigDict(c)
@@ -70,10 +77,11 @@ def base() -> ml_collections.ConfigDict:
 
 VARIANTS = {
     "default": {},
-    "gru": {"model.cell": "gru"},
     "tiny": {
         "model.num_layers": 1,
         "model.d_hidden": 32,
+        "model.dropout": 0.0,
+        "data.tokenizer.min_count": 20,
         "data.context": 16,
         "data.batch_size": 4,
         "train.steps": 20,
