@@ -44,6 +44,18 @@ def test_carry_continues_each_stream_into_the_next_batch(task):
     assert abs(float(fresh) - float(got)) > 1e-4  # the carry matters
 
 
+def test_eval_batches_stop_after_one_pass_over_the_validation_streams(caplog):
+    """32 streams of the 111,540 validation characters hold 52 steps of 64: asking for 60
+    gives those 52 (the rows are not restarted under a carried state), with a warning."""
+    over = {"data.batch_size": "32", "data.context": "64", "eval.num_batches": "60"}
+    task = RNNLMTask(load_config(TINY, over))
+    with caplog.at_level("WARNING"):
+        tokens = task.eval_batches()["tokens"]
+    assert tokens.shape == (52, 32, 65)
+    np.testing.assert_array_equal(tokens[1:, :, 0], tokens[:-1, :, -1])  # one continuous pass
+    assert "eval.num_batches=60 is more than one pass over the validation streams" in caplog.text
+
+
 def test_carry_leaves_have_the_batch_first(task):
     boxed = task.init_carry()["state"]["layer_0"]
     assert set(boxed) == {"c", "h"}  # LSTM
