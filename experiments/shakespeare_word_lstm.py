@@ -3,14 +3,14 @@
 Words are the whitespace-separated, lowercased tokens of the text (punctuation stays
 attached, as the ``word`` tokenizer splits); words seen fewer than 3 times in the
 training split become ``<unk>`` (6,118 words; 17.7% of the validation tokens are
-``<unk>``, and predicting them counts, as on the Penn Treebank). The shape follows the
-"medium" model of Zaremba et al. 2014 scaled to this 182k-word corpus: 2 layers of 256,
-dropout 0.5 on the non-recurrent connections, 35 steps of truncated BPTT over 20 streams.
+``<unk>``, and predicting them counts, as on the Penn Treebank). The shape follows
+Zaremba et al. 2014 (35 steps of truncated BPTT over 20 streams, dropout on the
+non-recurrent connections), sized for this 182k-word corpus and a 2-core CPU.
 
 Variants (``--config=experiments/shakespeare_word_lstm.py:NAME``):
-  default  2 x 256 LSTM, 1500 steps (about 6 epochs), Adam 2e-3 with cosine decay,
-           clipping at 1; validation over the first 26 steps of the 20 validation streams
-           (18,200 of its 20,153 words), the state carried from zeros;
+  default  2 x 256 LSTM, dropout 0.3, 1000 steps (about 4 epochs), Adam 2e-3 with cosine
+           decay, clipping at 1; validation over the first 26 steps of the 20 validation
+           streams (18,200 of its 20,153 words), the state carried from zeros;
   tiny     a seconds-long run for tests and smoke checks.
 """
 
