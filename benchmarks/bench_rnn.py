@@ -12,6 +12,13 @@ eager with its oneDNN cells and ``torch.set_num_threads(os.cpu_count())``. Befor
 the torch model is loaded with nlpjax's initial parameters and both must give the same
 loss on the same batch. Rounds alternate [nlpjax N steps, torch N steps]; the median round
 of each is reported as ms/step, and ``ratio`` = torch ms / nlpjax ms (> 1: nlpjax faster).
+
+    .venv/bin/python benchmarks/bench_rnn.py --converge [--config=FILE[:VARIANT]]
+        [--set=KEY=VALUE ...] [--side=both|nlpjax|torch] [--torch_init=torch|nlpjax]
+
+trains the config (default ``experiments/shakespeare_lstm.py``, issue 12's acceptance run)
+with nlpjax's trainer and with PyTorch on the same batches, and prints both validation
+losses (``torch_reference`` says what "the same" covers).
 """
 
 import argparse
