@@ -116,6 +116,20 @@ def test_lstm_forget_bias_starts_at_one_and_params_carry_logical_axes():
     assert boxed["recurrent_kernel"].names == (None, "mlp")
 
 
+def test_first_layer_gate_inputs_start_at_unit_variance():
+    """Embedding N(0, 1) through the LeCun-normal input kernel: the gate pre-activations
+    x W_i start with a variance of about 1 (N(0, 0.1) gave 0.01, and a char LSTM lagged
+    PyTorch by 0.16 nats after 2000 steps)."""
+    cfg = RNNConfig(vocab_size=65, num_layers=1, d_hidden=256)
+    tokens = jnp.arange(65, dtype=jnp.int32)[None, :]
+    params = jax.jit(RNNLM(cfg).init)(jax.random.PRNGKey(0), tokens)
+    params = nn.meta.unbox(params)["params"]["encoder"]
+    x_VD = np.asarray(params["embedding"])
+    gx_VG = x_VD @ np.asarray(params["stack"]["layer_0"]["input_kernel"])
+    assert 0.9 < x_VD.std() < 1.1
+    assert 0.8 < gx_VG.var() < 1.25
+
+
 def _scan_bodies(jaxpr):
     """The bodies of every scan in a jaxpr, looking inside nested calls (custom_vjp, jit)."""
     bodies = []

@@ -1,5 +1,6 @@
 """The RNN LM task: streams and carried state (truncated BPTT), a tiny run, bad config."""
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -13,7 +14,10 @@ from nlpjax.api import load_config
 from nlpjax.tasks.base import init_carry
 from nlpjax.tasks.rnn import RNNLMTask
 
-TINY = str(Path(__file__).parents[1] / "experiments" / "rnn_char.py") + ":tiny"
+REPO = Path(__file__).parents[1]
+EXPERIMENT = str(REPO / "experiments" / "shakespeare_lstm.py")
+WORD = str(REPO / "experiments" / "shakespeare_word_lstm.py")
+TINY = EXPERIMENT + ":tiny"
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,18 @@ def test_carry_continues_each_stream_into_the_next_batch(task):
     np.testing.assert_allclose(got, want, rtol=1e-5)
     fresh, _ = loss(params, init_carry(task), second)
     assert abs(float(fresh) - float(got)) > 1e-4  # the carry matters
+
+
+def test_eval_batches_stop_after_one_pass_over_the_validation_streams(caplog):
+    """32 streams of the 111,540 validation characters hold 52 steps of 64: asking for 60
+    gives those 52 (the rows are not restarted under a carried state), with a warning."""
+    over = {"data.batch_size": "32", "data.context": "64", "eval.num_batches": "60"}
+    task = RNNLMTask(load_config(TINY, over))
+    with caplog.at_level("WARNING"):
+        tokens = task.eval_batches()["tokens"]
+    assert tokens.shape == (52, 32, 65)
+    np.testing.assert_array_equal(tokens[1:, :, 0], tokens[:-1, :, -1])  # one continuous pass
+    assert "eval.num_batches=60 is more than one pass over the validation streams" in caplog.text
 
 
 def test_carry_leaves_have_the_batch_first(task):
@@ -127,3 +143,52 @@ def test_resume_after_sigkill_is_bitwise(tmp_path):
         jax.device_get((got.params, got.opt_state, got.carry)),
         jax.device_get((want.params, want.opt_state, want.carry)),
     )
+
+
+def test_shakespeare_lstm_default_is_the_acceptance_setup_and_gru_differs_only_in_cell():
+    """Issue 12's acceptance run: 2 x 256 LSTM, context 64, 32 streams, 2000 steps,
+    Adam 2e-3 with cosine decay, clipping at 1."""
+    c = load_config(EXPERIMENT)
+    m, d, o = c.model, c.data, c.optim
+    assert (c.task, m.cell, m.num_layers, m.d_hidden, m.dropout) == ("rnn_lm", "lstm", 2, 256, 0)
+    assert (d.tokenizer.kind, d.context, d.batch_size, c.train.steps) == ("char", 64, 32, 2000)
+    assert (o.name, o.lr, o.schedule, o.warmup_steps, o.weight_decay, o.clip_norm) == (
+        "adamw",
+        2e-3,
+        "cosine",
+        0,
+        0.0,
+        1.0,
+    )
+    gru = load_config(EXPERIMENT + ":gru")
+    assert gru.model.cell == "gru" and dataclasses.replace(gru, model=m) == c
+
+
+def test_word_lstm_streams_lowercased_words_with_unk_for_rare_ones():
+    task = RNNLMTask(load_config(WORD + ":tiny"))
+    tok = task.tokenizer
+    assert tok.kind == "word" and task.config.model.vocab_size == tok.vocab_size
+    tokens = next(task.train_iterator())["tokens"]
+    assert tokens.shape == (4, 17)
+    words = tok.decode(tokens[0]).split()
+    assert words and all(w == w.lower() for w in words)
+    assert (task.tokens("validation") == tok.unk_id).mean() > 0.1  # min_count 20 in tiny
+
+
+@pytest.mark.slow  # imports torch and trains the tiny config twice (~20 s); the cells'
+# equality with torch is also covered by test_rnn.py (slow) and bench_rnn.py's loss check
+def test_bench_torch_reference_with_nlpjax_init_follows_the_trainer(tmp_path):
+    """The PyTorch run of benchmarks/bench_rnn.py --converge is the same setup: from
+    nlpjax's initial parameters (one LSTM bias) on the same batches, it reaches nlpjax's
+    validation losses."""
+    pytest.importorskip("torch")
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_rnn
+
+    config = load_config(TINY, {"train.progress": "false"})
+    got = bench_rnn.torch_reference(RNNLMTask(config), "nlpjax")["curve"]
+    want = bench_rnn.nlpjax_run(config, str(tmp_path))["curve"]
+    assert sorted(got) == sorted(want) == [10, 20]
+    np.testing.assert_allclose([got[10], got[20]], [want[10], want[20]], rtol=1e-5)

@@ -59,6 +59,13 @@ def lm_windows(
     return ds if transform is not None else ds.map(lambda x: {"tokens": x})
 
 
+def stream_steps_per_epoch(num_tokens: int, length: int, batch_size: int) -> int:
+    """Steps in one pass of ``lm_streams`` over ``num_tokens`` tokens (its epoch length;
+    < 1 when the rows are too short for one window)."""
+    row_len = num_tokens // batch_size
+    return (row_len - (length - 1)) // (length - 1) - 1
+
+
 def lm_streams(
     tokens: np.ndarray, length: int, batch_size: int, seed: int, shard: "Shard | None" = None
 ) -> grain.MapDataset:
@@ -81,8 +88,7 @@ def lm_streams(
         raise ValueError(f"batch size {batch_size} does not split over {shard.count} hosts")
     if length < 2:
         raise ValueError(f"stream windows need at least 2 tokens (inputs + targets), not {length}")
-    row_len = len(tokens) // batch_size
-    per_epoch = (row_len - (length - 1)) // (length - 1) - 1
+    per_epoch = stream_steps_per_epoch(len(tokens), length, batch_size)
     if per_epoch < 1:
         raise ValueError(
             f"a token stream of {len(tokens)} cut into {batch_size} rows is too short for "
@@ -90,6 +96,7 @@ def lm_streams(
         )
     per_host = batch_size // shard.count
     first = shard.index * per_host
+    row_len = len(tokens) // batch_size
     rows = np.asarray(tokens[: batch_size * row_len], np.int32).reshape(batch_size, row_len)
     rows = rows[first : first + per_host]
 

@@ -35,6 +35,7 @@ from nlpjax.types import Array, Bool, Float, Int
 Carry = tuple  # per layer: (c_BD, h_BD) for LSTM, (h_BD,) for GRU and Elman
 GATES = {"lstm": 4, "gru": 3, "elman": 1}
 POOLINGS = ("final", "max", "mean")
+EMBED_STD = 1.0  # token embedding init (see Encoder)
 SCORES = ("dot", "additive")  # attention scores, implemented in models/rnn_seq2seq.py
 
 
@@ -306,7 +307,15 @@ def final_hidden(cfg: RNNConfig, carry: tuple[Carry, ...]) -> Float[Array, "B D"
 
 
 class Encoder(nn.Module):
-    """Token embedding and a recurrent stack: tokens (B, L) -> (carry, outputs (L, B, D))."""
+    """Token embedding and a recurrent stack: tokens (B, L) -> (carry, outputs (L, B, D)).
+
+    The embedding starts at N(0, 1), as ``flax.linen.Embed`` and ``torch.nn.Embedding``
+    do: the first layer's LeCun-normal input kernel (std 1/sqrt(d_embed)) then gives gate
+    pre-activations of about unit variance, the scale that initialiser is made for.
+    (N(0, 0.1), used before, put them at 0.1: the char LSTM learned its input path slowly
+    and ended 0.16 nats/char behind PyTorch after 2000 steps; ``benchmarks/bench_rnn.py
+    --converge``.)
+    """
 
     config: RNNConfig
     vocab_size: int
@@ -316,7 +325,7 @@ class Encoder(nn.Module):
         self.embedding = param_with_axes(
             self,
             "embedding",
-            nn.initializers.normal(0.1),
+            nn.initializers.normal(EMBED_STD),
             (max(self.vocab_size, 1), cfg.embed_dim),
             ("vocab", "embed"),
             DTYPES[cfg.param_dtype],

@@ -8,6 +8,7 @@ boundaries. Evaluation runs the validation streams in order from a zero state.
 """
 
 import dataclasses
+import logging
 import math
 from typing import Any
 
@@ -36,6 +37,8 @@ from nlpjax.tasks.common import (
     workdir_tokenizer,
 )
 from nlpjax.tasks.lm import _check_has_validation
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +104,22 @@ class RNNLMTask:
         )
 
     def eval_batches(self, split: str = "validation") -> dict[str, np.ndarray]:
-        """The first ``eval.num_batches`` consecutive steps of the ``split`` streams."""
+        """The first ``eval.num_batches`` consecutive steps of the ``split`` streams, at
+        most one pass over them: further steps would start the rows again (at another
+        offset) while the evaluation carries the state on from their ends, and count
+        text twice. A larger ``eval.num_batches`` is cut to one pass, with a warning."""
+        data, wanted = self.config.data, self.config.eval.num_batches
+        one_pass = pipeline.stream_steps_per_epoch(
+            len(self.tokens(split)), data.context + 1, data.batch_size
+        )
+        if wanted > one_pass >= 1:
+            logger.warning(
+                "eval.num_batches=%d is more than one pass over the %s streams (%d steps "
+                "of %d x %d tokens); evaluating those %d",
+                wanted, split, one_pass, data.batch_size, data.context, one_pass,
+            )  # fmt: skip
         return pipeline.take_stacked(
-            self._streams(split, self.config.eval.seed), self.config.eval.num_batches
+            self._streams(split, self.config.eval.seed), min(wanted, one_pass)
         )
 
     # -- model and loss -----------------------------------------------------------------

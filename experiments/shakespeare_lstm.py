@@ -1,6 +1,6 @@
 """Character-level LSTM language model on Tiny Shakespeare, trained with truncated BPTT.
 
-Variants (``--config=experiments/rnn_char.py:NAME``):
+Variants (``--config=experiments/shakespeare_lstm.py:NAME``):
   default  the reference setup: 2 LSTM layers of 256, context 64, 32 streams,
            2000 steps, Adam 2e-3 with cosine decay, clipping at 1;
   gru      the same with GRU cells;
