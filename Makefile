@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 # Test files run in parallel on every core (one file stays on one worker).
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q -n auto --dist loadfile
+	$(PY) -m pytest -m "not slow" -q -n auto --dist loadfile --durations=25
 
 test-all: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
