@@ -32,9 +32,15 @@ def plot_curves(workdir: epath.PathLike, output: epath.PathLike | None = None) -
     ax.set_title(f"{epath.Path(workdir).name}: training curves")
     ax.grid(alpha=0.3)
     ax.legend()
+    return save_png(fig, output)
+
+
+def save_png(fig, path: epath.PathLike) -> epath.Path:
+    """Writes ``fig`` as a PNG to ``path`` (any epath: local or a bucket) and closes it."""
+    path = epath.Path(path)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    output.write_bytes(buffer.getvalue())
+    path.write_bytes(buffer.getvalue())
     plt.close(fig)
-    return output
+    return path

@@ -10,7 +10,6 @@ implementation that materialises them: ``collect`` runs the model with it whatev
 """
 
 import dataclasses
-import io
 
 import jax
 import jax.numpy as jnp
@@ -125,6 +124,8 @@ def plot_probe(probe: Probe, output: epath.PathLike, example: int = 0) -> list[e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from nlpjax.analysis.curves import save_png
+
     output = epath.Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     layers, P = probe.attention_LyBHQK.shape[0], probe.num_prefix
@@ -137,7 +138,7 @@ def plot_probe(probe: Probe, output: epath.PathLike, example: int = 0) -> list[e
         ax.set_title(f"layer {layer}")
         ax.set_xlabel("key")
     axes[0][0].set_ylabel("query")
-    paths = [_save(fig, epath.Path(f"{output}_attention.png"), plt)]
+    paths = [save_png(fig, f"{output}_attention.png")]
     norms = np.linalg.norm(probe.hidden_LyBQD, axis=-1)
     fig, axes = plt.subplots(1, layers, figsize=(3 * layers, 2.8), dpi=100, squeeze=False)
     for layer, ax in enumerate(axes[0]):
@@ -146,14 +147,5 @@ def plot_probe(probe: Probe, output: epath.PathLike, example: int = 0) -> list[e
             ax.axvline(value, color="C3", lw=1, label="sink/registers" if i == 0 else None)
         ax.set_title(f"layer {layer}: |h|")
     axes[0][0].legend(loc="upper right", fontsize=7)
-    paths.append(_save(fig, epath.Path(f"{output}_norms.png"), plt))
+    paths.append(save_png(fig, f"{output}_norms.png"))
     return paths
-
-
-def _save(fig, path: epath.Path, plt) -> epath.Path:
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    path.write_bytes(buffer.getvalue())
-    plt.close(fig)
-    return path

@@ -9,8 +9,6 @@ a trained model's scores can be set against it (``pmi_agreement``). Pure numpy a
 matplotlib.
 """
 
-import io
-
 import matplotlib
 import numpy as np
 from etils import epath
@@ -18,6 +16,8 @@ from jaxtyping import Float, Int
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from nlpjax.analysis.curves import save_png  # noqa: E402
 
 
 def pca_2d(vectors_WE: Float[np.ndarray, "W E"]) -> Float[np.ndarray, "W 2"]:
@@ -41,7 +41,7 @@ def plot_words_pca(
     ax.set_ylabel("principal axis 2")
     ax.set_title(title or f"PCA of {len(words)} word vectors")
     ax.grid(alpha=0.3)
-    return _save(fig, epath.Path(output))
+    return save_png(fig, output)
 
 
 def window_pair_counts(
@@ -120,13 +120,4 @@ def plot_pmi_scatter(
     ax.set_title(title or "skip-gram scores against shifted PMI")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, epath.Path(output))
-
-
-def _save(fig, path: epath.Path) -> epath.Path:
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    path.write_bytes(buffer.getvalue())
-    plt.close(fig)
-    return path
+    return save_png(fig, output)

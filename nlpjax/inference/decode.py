@@ -9,7 +9,7 @@ are set to -inf before greedy or sampled choice, so they are never emitted.
 """
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -174,11 +174,17 @@ class Generator:
 
     def generate(self, prompt_BL: np.ndarray, max_new_tokens: int, seed: int = 0) -> np.ndarray:
         """Returns the (B, max_new_tokens) sampled ids following ``prompt_BL``."""
-        prompt_BL = np.atleast_2d(np.asarray(prompt_BL, np.int32))
-        tokens = [t[:, None] for t in self.stream(prompt_BL, max_new_tokens, seed)]
-        if not tokens:
-            return np.zeros((prompt_BL.shape[0], 0), np.int32)
-        return np.concatenate(tokens, axis=1)
+        return collect_stream(self.stream, prompt_BL, max_new_tokens, seed)
+
+
+def collect_stream(stream: Callable, prompt_BL, max_new_tokens: int, seed: int) -> np.ndarray:
+    """The (B, max_new_tokens) ids a token generator's ``stream(prompt_BL, n, seed)``
+    yields one (B,) step at a time, as one array (every generator's ``generate``)."""
+    prompt_BL = np.atleast_2d(np.asarray(prompt_BL, np.int32))
+    tokens = [t[:, None] for t in stream(prompt_BL, max_new_tokens, seed)]
+    if not tokens:
+        return np.zeros((prompt_BL.shape[0], 0), np.int32)
+    return np.concatenate(tokens, axis=1)
 
 
 def generate_uncached(

@@ -29,7 +29,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from nlpjax.errors import ConfigError
-from nlpjax.inference.decode import SamplingConfig, banned_mask, sample
+from nlpjax.inference.decode import SamplingConfig, banned_mask, collect_stream, sample
 from nlpjax.inference.kv_cache import broadcast_cache, init_cache, prefix_cache
 from nlpjax.models.cache_layout import StreamSlots
 
@@ -260,11 +260,7 @@ class StreamGenerator:
 
     def generate(self, prompt_BL: np.ndarray, max_new_tokens: int, seed: int = 0) -> np.ndarray:
         """Returns the (B, max_new_tokens) sampled ids following ``prompt_BL``."""
-        prompt_BL = np.atleast_2d(np.asarray(prompt_BL, np.int32))
-        tokens = [t[:, None] for t in self.stream(prompt_BL, max_new_tokens, seed)]
-        if not tokens:
-            return np.zeros((prompt_BL.shape[0], 0), np.int32)
-        return np.concatenate(tokens, axis=1)
+        return collect_stream(self.stream, prompt_BL, max_new_tokens, seed)
 
 
 def chunk_scorer(token_stepper, chunk: int) -> Callable:
