@@ -195,6 +195,35 @@ def test_eval_prints_accuracy_macro_f1_and_the_baseline(trained_classifier, caps
         assert key in out
 
 
+@pytest.mark.slow  # two tiny trainings; make test keeps the one-device classifier run above
+def test_classifier_on_eight_devices_trains_like_one(tmp_path):
+    """The batch sharded over 8 simulated devices: the one-device losses and params."""
+    import nlpjax
+    from nlpjax.training.metrics import read_metrics
+
+    spec = _files(tmp_path / "data")
+    base = {"data.dataset": spec, "data.batch_size": "8", "data.tokenizer.min_count": "1"}
+    base |= {"train.steps": "10", "train.progress": "false"}
+    runs = {
+        "one": {**base, "parallel.devices": "1", "parallel.mesh": "data:1"},
+        "many": {**base, "parallel.devices": "0", "parallel.mesh": "data:8"},
+    }
+    for name, overrides in runs.items():
+        nlpjax.train(load_config(SPEAKERS, overrides), tmp_path / name)
+    losses = {
+        name: [r["train/loss"] for r in read_metrics(tmp_path / name) if "train/loss" in r]
+        for name in runs
+    }
+    assert len(losses["one"]) >= 2
+    np.testing.assert_allclose(losses["many"], losses["one"], rtol=1e-5)
+    got, want = (nlpjax.load(tmp_path / name).params for name in runs)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        jax.device_get(got),
+        jax.device_get(want),
+    )
+
+
 # -- tagger -------------------------------------------------------------------------------
 
 
