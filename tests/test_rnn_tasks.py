@@ -361,3 +361,18 @@ def test_seq2seq_task_translates_through_the_shared_search(seq2seq_task):
     assert translator.translate(texts[:1], task._max_len(), batch_size=1) == [want]
     beam_task = RNNSeq2SeqTask(load_config(MULTI30K, {"data.beam_size": "3"}))
     assert beam_task.translator(params).beam_size == 3
+
+
+@pytest.mark.slow
+def test_alignments_are_distributions_over_the_source(seq2seq_task, tmp_path):
+    from nlpjax.analysis import alignments
+
+    task, params = seq2seq_task
+    texts = [s for s, _ in task.pairs("validation")[:2]]
+    for item in alignments.alignments(task, params, texts):
+        shape = (len(item["target_tokens"]), len(item["source_tokens"]))
+        assert item["weights"].shape == shape
+        np.testing.assert_allclose(item["weights"].sum(1), 1.0, rtol=1e-5)
+        assert item["target_tokens"][-1] == task.tokenizer.decode([task.tokenizer.eos_id])
+        path = Path(alignments.plot_alignment(item, tmp_path / "a.png"))
+        assert path.read_bytes()[:4] == b"\x89PNG"
