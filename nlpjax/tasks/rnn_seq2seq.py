@@ -95,27 +95,22 @@ class RNNSeq2SeqTask(Seq2SeqTask):
         return self.config.data.target_length
 
     def flops_per_token(self) -> float:
-        """6 x the matmul parameters per token: encoder and decoder input and recurrent
-        projections, the bridge-free per-token layers (attention key, combine, output)."""
+        """6 x the matmul parameters a token goes through, averaged over the S + T tokens
+        of a row: a source token the encoder stack and the attention key projection, a
+        target token the decoder stack, the combine layer and the output layer."""
         m, data = self.config.model, self.config.data
         gates = GATES[m.cell] * m.d_hidden
-        directions = 2 if m.bidirectional else 1
 
-        def stack(d_in: int, dirs: int) -> int:
-            return (
-                sum(
-                    (d_in if i == 0 else m.d_hidden * dirs) * gates + m.d_hidden * gates
-                    for i in range(m.num_layers)
-                )
-                * dirs
+        def stack(dirs: int) -> int:
+            return dirs * sum(
+                (m.embed_dim if i == 0 else m.d_hidden * dirs) * gates + m.d_hidden * gates
+                for i in range(m.num_layers)
             )
 
-        encoder = stack(m.embed_dim, directions)
-        decoder = stack(m.embed_dim, 1)
-        per_target = m.output_dim * m.d_hidden + (m.output_dim + m.d_hidden) * m.d_hidden
-        per_target += m.d_hidden * m.vocab_size
+        source = stack(2 if m.bidirectional else 1) + m.output_dim * m.d_hidden
+        target = stack(1) + (m.output_dim + m.d_hidden) * m.d_hidden + m.d_hidden * m.vocab_size
         S, T = data.source_length, data.target_length
-        return 6.0 * (S * encoder + T * (decoder + per_target)) / (S + T)
+        return 6.0 * (S * source + T * target) / (S + T)
 
     def generator_options(self) -> dict:
         return {"search_start": rnn_search_start, "max_target_len": 0}
