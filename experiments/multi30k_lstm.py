@@ -8,7 +8,8 @@ Variants (``--config=experiments/multi30k_lstm.py:NAME``):
             of the 1014 validation sentences;
   additive  the same with Bahdanau (additive) attention;
   tiny      a seconds-long run for tests and smoke checks.
-BLEU on test_2016: ``nlpjax eval --workdir=W --split=test_2016`` (README, Recurrent models).
+BLEU on test_2016: ``nlpjax eval --workdir=W --split=test_2016``. Measured: 4.6 after the
+1000 steps here (2.2 epochs; the target 30 needs far longer training), experiments/README.md.
 """
 
 import ml_collections
