@@ -100,7 +100,7 @@ def test_a_task_registered_from_outside_trains_from_a_dict(tmp_path, monkeypatch
     tree = load_config_file(TINY).to_dict()
     tree.update(task="renamed_lm")
     tree["train"].update(steps=10, progress=False)
-    with pytest.raises(ConfigError, match="known tasks: lm, renamed_lm, rnn_lm"):
+    with pytest.raises(ConfigError, match="known tasks: lm, renamed_lm, rnn_classifier, rnn_lm"):
         nlpjax.load_config({**tree, "task": "nope"})
     summary = nlpjax.train(tree, tmp_path / "w")
     assert summary["final_step"] == 10 and summary["num_params"] == 19_744

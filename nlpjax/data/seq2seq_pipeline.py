@@ -168,6 +168,27 @@ def pad_batch(
     return features(out["inputs"], out["inputs_seg"], out["targets"], out["targets_seg"], start_id)
 
 
+def padded_batches(
+    examples: grain.MapDataset,
+    *,
+    source_length: int,
+    target_length: int,
+    batch_size: int,
+    start_id: int,
+    read_threads: int = 0,
+) -> grain.IterDataset:
+    """One pair per row, padded to the fixed (B, S) and (B, T): for models that cannot
+    read packed rows (a recurrent encoder runs one sequence per row), with one shape, so
+    steps stack into one dispatch and compile once."""
+    caps = (source_length, target_length)
+
+    def pad(rows) -> dict[str, np.ndarray]:
+        return pad_batch(list(rows), batch_size, max(caps), caps, start_id)
+
+    batches = examples.batch(batch_size, drop_remainder=True, batch_fn=pad)
+    return batches.to_iter_dataset(read_options(read_threads))
+
+
 class _Unwindow(gx.FlatMapTransform):
     """A window's list of batches -> the batches, one element each."""
 

@@ -63,6 +63,22 @@ def write_splits(out_dir: Path, text: str, top: int = 5) -> dict[str, Path]:
     return paths
 
 
+def spec(paths: dict[str, Path]) -> str:
+    """The ``labelled:`` dataset spec of the written splits."""
+    return f"labelled:{paths['train']};validation={paths['validation']};test={paths['test']}"
+
+
+def ensure_splits(out_dir: Path | str, top: int = 5) -> str:
+    """The dataset spec of ``out_dir``'s split files, written first if any is missing
+    (from the Tiny Shakespeare file, found as ``nlpjax.data.raw.locate`` does)."""
+    out_dir = Path(out_dir)
+    paths = {split: out_dir / f"{split}.tsv" for split in SPLITS}
+    if not all(p.is_file() for p in paths.values()):
+        path = raw.locate(TINY_SHAKESPEARE.relpath, TINY_SHAKESPEARE.url, TINY_SHAKESPEARE.md5)
+        paths = write_splits(out_dir, raw.read_text(path), top)
+    return spec(paths)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
@@ -70,8 +86,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     path = raw.locate(TINY_SHAKESPEARE.relpath, TINY_SHAKESPEARE.url, TINY_SHAKESPEARE.md5)
     paths = write_splits(Path(args.out_dir), raw.read_text(path), args.top)
-    spec = f"labelled:{paths['train']};validation={paths['validation']};test={paths['test']}"
-    print(f"data.dataset = {spec!r}")
+    print(f"data.dataset = {spec(paths)!r}")
     return 0
 
 

@@ -4,11 +4,13 @@ computed once, and the decoder steps against a self-attention KV cache.
 Any model with the methods of ``nlpjax.models.t5.T5`` works: ``encode(source_BS)``,
 ``cross_keys_values(encoded_BSD)`` and ``decode(tokens_BT, cross_kv, source_segments_BS,
 decode=True)`` with a ``cache`` collection, and ``config.max_target_len`` /
-``config.vocab_size``. Source id ``pad_id`` is padding (never attended to).
+``config.vocab_size``. Source id ``pad_id`` is padding (never attended to). Another
+encoder-decoder family (the recurrent one) passes its own ``search_start``: how a source
+batch becomes the one-token ``step_fn`` the searches call and the cache it starts from.
 """
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +36,10 @@ class Seq2SeqGenerator:
       start_id: the decoder's first input (T5: 0, the padding id).
       pad_id: source padding, and what follows ``eos_id`` in the outputs.
       banned_ids: ids never to emit (``-inf`` logits, greedy included).
+      search_start: ``(model, params, source_BS, pad_id, width) -> (step_fn, cache)`` for
+        ``width`` rows per source (None: the T5 methods above).
+      max_target_len: the longest output the model allows (None:
+        ``model.config.max_target_len``; 0: no limit of its own).
     """
 
     def __init__(
@@ -45,8 +51,14 @@ class Seq2SeqGenerator:
         start_id: int = 0,
         pad_id: int = 0,
         banned_ids: Sequence[int] = (),
+        search_start: Callable | None = None,
+        max_target_len: int | None = None,
     ):
         self.model, self.params = model, params
+        self.search_start = search_start
+        if max_target_len is None:
+            max_target_len = model.config.max_target_len
+        self.max_target_len = max_target_len
         self.ids = {"start_id": start_id, "eos_id": eos_id, "pad_id": pad_id}
         if eos_id in banned_ids:
             raise ValueError(f"the end id {eos_id} is banned: no output could ever end")
@@ -57,6 +69,8 @@ class Seq2SeqGenerator:
 
     def _step_fn(self, params, source_BS, width: int):
         """(step_fn, empty cache) for ``width`` decoder rows per source (beams)."""
+        if self.search_start is not None:
+            return self.search_start(self.model, params, source_BS, self.ids["pad_id"], width)
         model = self.model
         encoded = model.apply({"params": params}, source_BS, method="encode")
         cross_kv = model.apply({"params": params}, encoded, method="cross_keys_values")
@@ -115,8 +129,8 @@ class Seq2SeqGenerator:
 
     def _check(self, source_BS, max_len: int) -> np.ndarray:
         source_BS = np.atleast_2d(np.asarray(source_BS, np.int32))
-        limit = self.model.config.max_target_len
-        if not 0 < max_len <= limit:
+        limit = self.max_target_len
+        if max_len <= 0 or (limit and max_len > limit):
             raise ValueError(f"max_len must be in [1, model.max_target_len={limit}], got {max_len}")
         return source_BS
 

@@ -8,12 +8,17 @@ outside nlpjax joins with ``register_task`` (``nlpjax.register_task``).
 from nlpjax.errors import ConfigError
 from nlpjax.tasks.lm import LMTask
 from nlpjax.tasks.rnn import RNNLMTask
+from nlpjax.tasks.rnn_classify import RNNClassifierTask, RNNTaggerTask
+from nlpjax.tasks.rnn_seq2seq import RNNSeq2SeqTask
 from nlpjax.tasks.seq2seq import Seq2SeqTask
 from nlpjax.tasks.sgns import SGNSTask
 
 TASKS: dict[str, type] = {
     "lm": LMTask,
     "rnn_lm": RNNLMTask,
+    "rnn_classifier": RNNClassifierTask,
+    "rnn_seq2seq": RNNSeq2SeqTask,
+    "rnn_tagger": RNNTaggerTask,
     "seq2seq": Seq2SeqTask,
     "sgns": SGNSTask,
 }

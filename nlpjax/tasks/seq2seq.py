@@ -89,10 +89,16 @@ class Seq2SeqDataConfig:
 
 
 class Seq2SeqTask:
-    """T5 on (source, target) text pairs (see ``nlpjax.tasks.base.Task``)."""
+    """T5 on (source, target) text pairs (see ``nlpjax.tasks.base.Task``).
+
+    Another encoder-decoder family reuses the data, evaluation and decoding by subclassing:
+    ``model_cls``, ``batch_rows`` (one pair per row when its model cannot read packed
+    rows), ``loss`` and ``generator_options`` (its ``Seq2SeqGenerator`` search hooks).
+    """
 
     model_config_cls = T5Config
     data_config_cls = Seq2SeqDataConfig
+    model_cls: type = T5
 
     def __init__(self, config: Config, workdir: epath.PathLike | None = None):
         data = config.data
@@ -110,7 +116,7 @@ class Seq2SeqTask:
         self.config = with_vocab_size(config, self.tokenizer.vocab_size)
         if self.pretraining:
             self._check_sentinels()
-        self.model = T5(self.config.model)
+        self.model = self.model_cls(self.config.model)
         self.workdir = workdir
         self._average = None
         self._eval_data: dict[str, tuple[dict, list]] = {}
@@ -232,11 +238,16 @@ class Seq2SeqTask:
             data.target_length,
             self.tokenizer.eos_id,
         )
+        return self.batch_rows(examples, data.batch_size // shard.count, seed)
+
+    def batch_rows(self, examples: grain.MapDataset, batch_size: int, seed: int):
+        """Token-id pairs -> batches: packed rows (several pairs per row, segment ids)."""
+        data = self.config.data
         return seq2seq_pipeline.packed_batches(
             examples,
             source_length=data.source_length,
             target_length=data.target_length,
-            batch_size=data.batch_size // shard.count,
+            batch_size=batch_size,
             start_id=self.tokenizer.pad_id,
             seed=seed,
         )
@@ -366,6 +377,7 @@ class Seq2SeqTask:
             start_id=self.tokenizer.pad_id,
             pad_id=self.tokenizer.pad_id,
             banned_ids=self.tokenizer.non_text_ids(),
+            **self.generator_options(),
         )
         kwargs = {} if sampling is None else {"sampling": sampling}
         return Seq2SeqTextGenerator(
@@ -378,6 +390,10 @@ class Seq2SeqTask:
             too_long=self.config.data.too_long,
             **kwargs,
         )
+
+    def generator_options(self) -> dict:
+        """Family-specific ``Seq2SeqGenerator`` arguments (T5: none, its defaults)."""
+        return {}
 
     def generator(self, params, sampling) -> Seq2SeqTextGenerator:
         """The ``nlpjax generate`` face: the prompt is the source text."""
