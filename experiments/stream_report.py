@@ -16,6 +16,10 @@ streaming again (they are deterministic), and redoes the speed, mass and plots.
   nlpjax train --config=experiments/shakespeare_stream.py:sink --workdir=/tmp/stream/sink
   python experiments/stream_report.py --rope=/tmp/stream/rope --sink=/tmp/stream/sink \\
       --out=experiments/results/stream
+
+``--variant=tiny`` is the smoke check: the two models of ``shakespeare_stream.py:tiny``
+(context 16; the second with ``--config.model.sink_token=true``), 400 tokens, window 16,
+short speed runs; seconds, not the README's numbers.
 """
 
 import argparse
@@ -179,6 +183,23 @@ def plot_mass(masses: dict, path: Path):
     plt.close(fig)
 
 
+# Flag defaults per variant (flags given on the command line still win).
+VARIANTS = {
+    "default": {},
+    "tiny": {
+        "max_tokens": 400,
+        "window": 16,
+        "n_sink": 2,
+        "dense_capacity": 64,
+        "chunk": 64,
+        "dispatch_steps": 20,
+        "speed_tokens": 128,
+        "speed_repeats": 1,
+        "out": "/tmp/stream_report_tiny",
+    },
+}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rope", required=True, help="workdir of shakespeare_stream.py")
@@ -194,6 +215,9 @@ def main():
     parser.add_argument("--speed_tokens", type=int, default=4096)
     parser.add_argument("--speed_repeats", type=int, default=3)
     parser.add_argument("--reuse_curves", action="store_true")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="default")
+    known, _ = parser.parse_known_args()
+    parser.set_defaults(**VARIANTS[known.variant])
     args = parser.parse_args()
     out = Path(args.out)
     curves = out / "curves"  # large: not committed (experiments/results/stream/.gitignore)

@@ -11,7 +11,8 @@ pretrained parameters with ``train.init_from`` (same model signature, same vocab
   nlpjax train --config=experiments/t5_pretrain_multi30k.py:scratch --workdir=/tmp/t5scratch
 
 Variants: pretrain / finetune / scratch (PRETRAIN_STEPS + FINETUNE_STEPS = scratch's
-steps) and tiny_pretrain / tiny_finetune / tiny_scratch (seconds-long, for smoke checks).
+steps) and tiny_pretrain / tiny_finetune / tiny_scratch (seconds-long, for smoke checks);
+``tiny`` is ``tiny_pretrain``, the chain's first run.
 """
 
 from pathlib import Path
@@ -63,6 +64,7 @@ VARIANTS = {
     "tiny_finetune": TINY | {"train.steps": TINY_FINETUNE_STEPS},
     "tiny_scratch": TINY | {"train.steps": TINY_PRETRAIN_STEPS + TINY_FINETUNE_STEPS},
 }
+VARIANTS["tiny"] = VARIANTS["tiny_pretrain"]
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
