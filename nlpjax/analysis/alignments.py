@@ -32,7 +32,7 @@ def alignments(task, params, texts: list[str]) -> list[dict]:
     results = []
     for text in texts:
         ids = task.tokenizer.encode(translator.prefix + text)[: translator.max_source_len - 1]
-        source_1S = translator._with_eos(ids, text)[None]  # cut as ``translate`` cuts
+        source_1S = translator._with_eos(ids, text)[0][None]  # cut as ``translate`` cuts
         out = translator.generator.generate(source_1S, task._max_len())[0]
         out = np.concatenate([output_ids(out, eos), [eos]])[: task._max_len()]
         decoder_inputs = np.concatenate([[start], out[:-1]])[None].astype(np.int32)

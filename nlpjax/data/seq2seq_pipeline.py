@@ -185,8 +185,9 @@ def padded_batches(
     def pad(rows) -> dict[str, np.ndarray]:
         return pad_batch(list(rows), batch_size, max(caps), caps, start_id)
 
-    batches = examples.batch(batch_size, drop_remainder=True, batch_fn=pad)
-    return batches.to_iter_dataset(read_options(read_threads))
+    # Iterated before batching: upstream filters (empty targets) make the length unknown.
+    examples = examples.to_iter_dataset(read_options(read_threads))
+    return examples.batch(batch_size, drop_remainder=True, batch_fn=pad)
 
 
 class _Unwindow(gx.FlatMapTransform):
