@@ -13,13 +13,11 @@ evaluation decodes with ``data.beam_size`` (1: greedy).
 import dataclasses
 
 import grain
-import jax.numpy as jnp
 
 from nlpjax.data import seq2seq_pipeline
 from nlpjax.errors import ConfigError
 from nlpjax.models.rnn import GATES, RNNConfig
 from nlpjax.models.rnn_seq2seq import RNNSeq2Seq, search_cache, search_step
-from nlpjax.models.t5 import token_losses
 from nlpjax.tasks.seq2seq import Seq2SeqDataConfig, Seq2SeqTask
 
 
@@ -70,9 +68,7 @@ class RNNSeq2SeqTask(Seq2SeqTask):
             start_id=self.tokenizer.pad_id,
         )
 
-    def loss(self, params, carry, batch, rng, train: bool):
-        data = self.config.data
-        rngs = {"dropout": rng} if train and self.config.model.dropout > 0 else None
+    def logits(self, params, batch, rngs, train: bool):
         logits_BTV, _ = self.model.apply(
             {"params": params},
             batch["inputs"],
@@ -81,15 +77,7 @@ class RNNSeq2SeqTask(Seq2SeqTask):
             train=train,
             rngs=rngs,
         )
-        loss_BT, _ = token_losses(
-            logits_BTV,
-            batch["targets"],
-            label_smoothing=data.label_smoothing if train else 0.0,
-            z_loss=data.z_loss if train else 0.0,
-        )
-        weights_BT = batch["targets_mask"].astype(jnp.float32)
-        weight = jnp.sum(weights_BT)
-        return jnp.sum(loss_BT * weights_BT) / jnp.maximum(weight, 1.0), ({"weight": weight}, carry)
+        return logits_BTV
 
     def _max_len(self) -> int:
         return self.config.data.target_length

@@ -275,10 +275,9 @@ class Seq2SeqTask:
     def init_carry(self) -> dict:
         return {}
 
-    def loss(self, params, carry, batch, rng, train: bool):
-        data = self.config.data
-        rngs = {"dropout": rng} if train and self.config.model.dropout > 0 else None
-        logits_BTV = self.model.apply(
+    def logits(self, params, batch, rngs, train: bool):
+        """(B, T, V) target logits of a batch (the one model call a family replaces)."""
+        return self.model.apply(
             {"params": params},
             batch["inputs"],
             batch["decoder_inputs"],
@@ -289,6 +288,11 @@ class Seq2SeqTask:
             train=train,
             rngs=rngs,
         )
+
+    def loss(self, params, carry, batch, rng, train: bool):
+        data = self.config.data
+        rngs = {"dropout": rng} if train and self.config.model.dropout > 0 else None
+        logits_BTV = self.logits(params, batch, rngs, train)
         # Evaluation reports the plain cross-entropy (a true perplexity): smoothing and
         # z-loss shape training only.
         loss_BT, _ = token_losses(
