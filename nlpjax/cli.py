@@ -284,6 +284,13 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--step", type=int, default=None, help="a kept checkpoint step (default: the latest)"
     )
+    ev.add_argument(
+        "--beam_size",
+        type=int,
+        default=None,
+        help="encoder-decoder workdirs: translate with a beam of N (1: greedy; default: the "
+        "run's data.beam_size)",
+    )
     streaming = ev.add_argument_group("streaming (--stream)")
     streaming.add_argument(
         "--stream", action="store_true", help="per-token perplexity of the split as one stream"
@@ -634,10 +641,20 @@ def cmd_eval(args) -> int:
         )
     if args.max_tokens < 0 or args.max_tokens == 1:
         raise ValueError(f"--max_tokens={args.max_tokens}: give 0 (all) or at least 2")
+    if args.beam_size is not None and (args.stream or args.beam_size < 1):
+        raise ValueError(f"--beam_size={args.beam_size}: give N >= 1 (1: greedy), without --stream")
     cache = _stream_config(args, "sink_window") if args.stream else None
     if cache is not None:  # flag mistakes fail before the checkpoint is restored
         api.stream_config(args.workdir, cache)
     trained = api.load(args.workdir, args.step)
+    if args.beam_size is not None:
+        set_beam_size = getattr(trained.task, "set_beam_size", None)
+        if set_beam_size is None:
+            raise ValueError(
+                f"--beam_size is for encoder-decoder workdirs; {args.workdir} holds a "
+                f"{trained.config.task!r} run"
+            )
+        set_beam_size(args.beam_size)
     if cache is not None:
         return _stream_eval(trained, cache, args)
     summary, tokens, seconds = trained.evaluate_timed(args.split)

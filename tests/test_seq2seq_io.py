@@ -158,6 +158,31 @@ def test_eval_scores_with_sacrebleu_and_writes_the_hypotheses(workdir, capsys, c
     assert "inputs were over" not in logged  # counted once per split, not per evaluation
 
 
+def test_eval_beam_size_scores_the_beam_search_and_keeps_the_greedy_file(workdir, capsys):
+    trained = api.load(workdir)
+    sources = [s for s, t in TEST if t]
+    beams = trained.task.translator(trained.params, beam_size=3).translate(
+        sources, trained.config.model.max_target_len
+    )
+    greedy_file = workdir / "hypotheses_test_0.txt"
+    assert cli.main(["eval", f"--workdir={workdir}", "--split=test"]) == 0
+    greedy = greedy_file.read_text()
+    capsys.readouterr()
+    assert cli.main(["eval", f"--workdir={workdir}", "--split=test", "--beam_size=3"]) == 0
+    out = capsys.readouterr().out
+    assert (workdir / "hypotheses_test_0_beam3.txt").read_text().splitlines() == beams
+    assert greedy_file.read_text() == greedy  # the greedy translations are not overwritten
+    bleu = sacrebleu.corpus_bleu(beams, [[t for _, t in TEST if t]]).score
+    assert f"eval/bleu {bleu:.6f}" in out
+    for flags, message in [
+        (["--beam_size=0"], "--beam_size=0: give N >= 1"),
+        (["--beam_size=2", "--stream"], "without --stream"),
+    ]:
+        code = cli.main(["eval", f"--workdir={workdir}", *flags])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0]
+
+
 def test_an_over_long_source_is_cut_or_refused_as_configured(
     workdir, strict_workdir, capsys, caplog
 ):

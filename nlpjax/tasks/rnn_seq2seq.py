@@ -23,15 +23,9 @@ from nlpjax.tasks.seq2seq import Seq2SeqDataConfig, Seq2SeqTask
 
 @dataclasses.dataclass(frozen=True)
 class RNNSeq2SeqDataConfig(Seq2SeqDataConfig):
-    """The T5 task's data section (no task prefix by default) plus the evaluation search."""
+    """The T5 task's data section, without a task prefix by default."""
 
     prefix: str = ""
-    beam_size: int = 1  # evaluate: 1 greedy, > 1 beam search (length penalty alpha 0.6)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.beam_size < 1:
-            raise ConfigError(f"data.beam_size must be >= 1, got {self.beam_size}")
 
 
 def rnn_search_start(model: RNNSeq2Seq, params, source_BS, pad_id: int, width: int):
@@ -102,9 +96,3 @@ class RNNSeq2SeqTask(Seq2SeqTask):
 
     def generator_options(self) -> dict:
         return {"search_start": rnn_search_start, "max_target_len": 0}
-
-    def translator(self, params, sampling=None, beam_size: int | None = None):
-        """As the T5 task's; evaluation (no ``sampling``) searches with ``data.beam_size``."""
-        if beam_size is None:
-            beam_size = self.config.data.beam_size if sampling is None else 1
-        return super().translator(params, sampling, beam_size)

@@ -40,7 +40,7 @@ from nlpjax.tasks.common import TOKENIZER_FILE, with_vocab_size, workdir_tokeniz
 _log = logging.getLogger(__name__)
 TOO_LONG = ("truncate", "error")
 OBJECTIVES = ("translation", "span_corruption")
-HYPOTHESES_FILE = "hypotheses_{split}_{step}.txt"
+HYPOTHESES_FILE = "hypotheses_{split}_{step}{search}.txt"  # search: "" greedy, "_beam4"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,8 @@ class Seq2SeqDataConfig:
     batch_size: int = 32
     label_smoothing: float = 0.0
     z_loss: float = 0.0
-    bleu_examples: int = 0  # evaluate: greedy-translate this many examples (0: none, -1: all)
+    bleu_examples: int = 0  # evaluate: translate this many examples (0: none, -1: all)
+    beam_size: int = 1  # evaluate: 1 greedy, > 1 beam search (length penalty alpha 0.6)
     too_long: str = "truncate"  # a source over source_length: truncate (logged) | error
     # translation: (source, target) pairs; span_corruption: T5 pretraining on every text
     # field of the dataset (any corpus), inputs of source_length tokens.
@@ -77,6 +78,8 @@ class Seq2SeqDataConfig:
             raise ConfigError(
                 f"data.bleu_examples must be >= -1 (-1: the whole split), got {self.bleu_examples}"
             )
+        if self.beam_size < 1:
+            raise ConfigError(f"data.beam_size must be >= 1 (1: greedy), got {self.beam_size}")
         if self.too_long not in TOO_LONG:
             raise ConfigError(f"data.too_long must be one of {TOO_LONG}, got {self.too_long!r}")
         if self.objective not in OBJECTIVES:
@@ -334,7 +337,10 @@ class Seq2SeqTask:
     def _write_hypotheses(self, hypotheses: list[str], split: str, step: int) -> None:
         if self.workdir is None or jax.process_index() != 0:
             return
-        path = epath.Path(self.workdir) / HYPOTHESES_FILE.format(split=split, step=step)
+        beam = self.config.data.beam_size
+        search = f"_beam{beam}" if beam > 1 else ""
+        name = HYPOTHESES_FILE.format(split=split, step=step, search=search)
+        path = epath.Path(self.workdir) / name
         path.write_text("".join(h.replace("\n", " ") + "\n" for h in hypotheses))
 
     def _max_len(self) -> int:
@@ -372,8 +378,13 @@ class Seq2SeqTask:
 
     # -- faces ----------------------------------------------------------------------------
 
-    def translator(self, params, sampling=None, beam_size: int = 1) -> Seq2SeqTextGenerator:
-        """Text in, text out for ``params`` (greedy unless ``sampling``/``beam_size``)."""
+    def translator(
+        self, params, sampling=None, beam_size: int | None = None
+    ) -> Seq2SeqTextGenerator:
+        """Text in, text out for ``params``: ``sampling``, else a beam search of
+        ``beam_size`` (None: ``data.beam_size``; 1 is greedy)."""
+        if beam_size is None:
+            beam_size = self.config.data.beam_size if sampling is None else 1
         tokens = Seq2SeqGenerator(
             self.model,
             params,
@@ -394,6 +405,12 @@ class Seq2SeqTask:
             too_long=self.config.data.too_long,
             **kwargs,
         )
+
+    def set_beam_size(self, beam_size: int) -> None:
+        """Evaluate with beam search of ``beam_size`` (1: greedy) from now on: ``nlpjax eval
+        --beam_size``. A search setting, so the checkpoint and its model are unchanged."""
+        data = dataclasses.replace(self.config.data, beam_size=beam_size)  # validates it
+        self.config = dataclasses.replace(self.config, data=data)
 
     def generator_options(self) -> dict:
         """Family-specific ``Seq2SeqGenerator`` arguments (T5: none, its defaults)."""
