@@ -99,6 +99,66 @@ def timed_with_load(fn) -> tuple[float, float]:
     return seconds, max(0.0, other / capacity)
 
 
+def interleaved_rounds(runs: dict, rounds: int, steps: int, pause: float) -> tuple[dict, dict]:
+    """Times ``rounds`` rounds of ``runs`` (name -> a function training ``steps`` steps),
+    alternating the names within each round after ``pause`` idle seconds (the other
+    side's worker threads go idle). Returns, per name, the seconds per step of each round
+    and the share of the CPUs other processes took meanwhile."""
+    times = {name: [] for name in runs}
+    others = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            time.sleep(pause)
+            seconds, other = timed_with_load(fn)
+            times[name].append(seconds / steps)
+            others[name].append(other)
+    return times, others
+
+
+def round_stats(seconds_per_step: list[float], others: list[float], tokens_per_step: int) -> dict:
+    """One side's results: median and fastest round in ms/step, every round, tokens/s."""
+    med = statistics.median(seconds_per_step)
+    return {
+        "ms_per_step": med * 1e3,
+        "min_ms_per_step": min(seconds_per_step) * 1e3,
+        "rounds_ms_per_step": [t * 1e3 for t in seconds_per_step],
+        "rounds_other_cpu_share": others,
+        "tokens_per_s": tokens_per_step / med,
+    }
+
+
+def rounds_text(stats: dict) -> str:
+    """Each round as ``ms/step[CPU share other processes took]``."""
+    pairs = zip(stats["rounds_ms_per_step"], stats["rounds_other_cpu_share"], strict=True)
+    return " ".join(f"{ms:.1f}[{o:.0%}]" for ms, o in pairs)
+
+
+def side_row(name: str, stats: dict, extra: str = "") -> str:
+    """One side's row of the table: median and fastest ms/step, tokens/s, ``extra``
+    columns, then every round."""
+    return (
+        f"{name:8s} {stats['ms_per_step']:8.2f} {stats['min_ms_per_step']:8.2f} "
+        f"{stats['tokens_per_s']:9.0f}{extra}  {rounds_text(stats)}"
+    )
+
+
+def warn_if_contended(others: dict, what: str) -> None:
+    """Prints a warning when other processes took over 10% of the CPUs in any round."""
+    busiest = max(o for side in others.values() for o in side)
+    if busiest > 0.1:
+        print(
+            f"warning: other processes took up to {busiest:.0%} of the CPUs during timing; "
+            f"{what}rerun on an idle machine before trusting the ratio"
+        )
+
+
+def write_json(path: str, results: dict) -> None:
+    """``results`` as indented JSON at ``path`` (nothing when ``path`` is empty)."""
+    if path:
+        Path(path).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
 def build_jax(config, tokens: np.ndarray, steps_per_dispatch: int):
     """(run(n_dispatches) -> last loss, params) for the real nlpjax training step."""
     task = SyntheticLMTask(config, VOCAB)
@@ -210,17 +270,8 @@ def main(argv=None) -> dict:
     jax_run(1)
     torch_run(2 * k)  # warm-up
 
-    times = {"nlpjax": [], "torch": []}
-    others = {"nlpjax": [], "torch": []}  # CPU share other processes took per round
-    for _ in range(args.rounds):
-        for name, fn in (
-            ("nlpjax", lambda: jax_run(dispatches)),
-            ("torch", lambda: torch_run(steps)),
-        ):
-            time.sleep(args.pause)  # let the other framework's worker threads go idle
-            seconds, other = timed_with_load(fn)
-            times[name].append(seconds / steps)
-            others[name].append(other)
+    runs = {"nlpjax": lambda: jax_run(dispatches), "torch": lambda: torch_run(steps)}
+    times, others = interleaved_rounds(runs, args.rounds, steps, args.pause)
 
     peak_jax = peak_torch = float("nan")
     if not args.skip_peak:  # best of a measurement before and one after the timed rounds
@@ -254,34 +305,17 @@ def main(argv=None) -> dict:
         "rounds: ms/step [CPU share other processes took]"
     )
     for name, peak in (("nlpjax", peak_jax), ("torch", peak_torch)):
-        med, best = statistics.median(times[name]), min(times[name])
-        tps = tokens_per_step / med
-        mfu = fpt * tps / peak
-        results[name] = {
-            "ms_per_step": med * 1e3,
-            "min_ms_per_step": best * 1e3,
-            "rounds_ms_per_step": [t * 1e3 for t in times[name]],
-            "rounds_other_cpu_share": others[name],
-            "tokens_per_s": tps,
-            "mfu": None if args.skip_peak else mfu,
-        }
-        rounds = " ".join(
-            f"{t * 1e3:.1f}[{o:.0%}]" for t, o in zip(times[name], others[name], strict=True)
-        )
-        print(f"{name:8s} {med * 1e3:8.2f} {best * 1e3:8.2f} {tps:9.0f} {mfu:6.1%}  {rounds}")
+        stats = round_stats(times[name], others[name], tokens_per_step)
+        mfu = fpt * stats["tokens_per_s"] / peak
+        results[name] = {**stats, "mfu": None if args.skip_peak else mfu}
+        print(side_row(name, stats, f" {mfu:6.1%}"))
     ratio = results["nlpjax"]["tokens_per_s"] / results["torch"]["tokens_per_s"]
     results["ratio_nlpjax_over_torch"] = ratio
     print(f"\nnlpjax / torch tokens/s: {ratio:.2f}x (median rounds)")
-    busiest = max(others["nlpjax"] + others["torch"])
-    if busiest > 0.1:
-        print(
-            f"warning: other processes took up to {busiest:.0%} of the CPUs during timing; "
-            "eager PyTorch slows down far more than XLA under such contention, so rerun on "
-            "an idle machine before trusting the ratio"
-        )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    warn_if_contended(
+        others, "eager PyTorch slows down far more than XLA under such contention, so "
+    )
+    write_json(args.json, results)
     return results
 
 

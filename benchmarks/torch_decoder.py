@@ -168,17 +168,20 @@ def train_step(
     tokens: torch.Tensor,
     clip_norm: float = 1.0,
     amp_dtype: torch.dtype | None = None,
+    loss_fn=lm_loss,
 ) -> torch.Tensor:
     """One step: loss, backward, global-norm clip, AdamW update, schedule tick.
 
     With ``amp_dtype`` (e.g. ``torch.bfloat16``) the forward pass runs under autocast:
     matmuls in that dtype, softmax, norms and the loss in float32, float32 weights.
+    ``loss_fn(model, tokens)`` is the loss (another model's, with its own inputs in
+    ``tokens``: ``benchmarks/bench_t5.py`` passes Hugging Face T5's).
     """
     if amp_dtype is None:
-        loss = lm_loss(model, tokens)
+        loss = loss_fn(model, tokens)
     else:
         with torch.autocast(tokens.device.type, dtype=amp_dtype):
-            loss = lm_loss(model, tokens)
+            loss = loss_fn(model, tokens)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if clip_norm > 0:
