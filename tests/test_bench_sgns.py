@@ -1,11 +1,13 @@
-"""benchmarks/bench_sgns.py's nlpjax side on a slice of its corpus (gensim not needed)."""
+"""benchmarks/bench_sgns.py's nlpjax side: it times `nlpjax train` on a small corpus and
+reports the run's own evaluation (gensim not needed), on Tiny Shakespeare's train split
+with 16-dimensional vectors."""
 
-import argparse
 import importlib.util
 
 import numpy as np
 import pytest
 
+from nlpjax import api
 from tests.conftest import REPO
 
 
@@ -18,21 +20,33 @@ def bench():
     return module
 
 
-def _args(**changes) -> argparse.Namespace:
-    args = dict(epochs=2, window=5, negatives=5, sample=1e-3, min_count=5, dim=16, seed=1)
-    args |= dict(chunk=256, steps_per_dispatch=4, devices=1, sharing="batch")
-    args |= dict(batch_negatives=64, update="sgd", cap=100.0, lr=0.025, min_lr=1e-4)
-    args |= dict(capacity=1, subsample_on="epoch")
-    return argparse.Namespace(**(args | changes))
+def test_the_benchmark_times_nlpjax_train_and_reads_its_evaluation(bench, tmp_path):
+    workdir = tmp_path / "w"
+    argv = ["--dataset=tiny_shakespeare", "--skip_gensim", "--epochs=2", "--dim=16"]
+    argv += [f"--workdir={workdir}", "--config.data.chunk=256", f"--json={tmp_path / 'r.json'}"]
+    results = bench.main(argv)
+    ours = results["nlpjax"]
+    sentences = bench.read_sentences("tiny_shakespeare")
+    assert results["corpus_words"] == sum(len(s) for s in sentences) > 150_000
+    # the command trained epochs x steps per epoch and evaluated once, at the end
+    assert ours["steps"] == 2 * ours["steps_per_epoch"] > 2
+    assert ours["words_per_sec"] == pytest.approx(2 * results["corpus_words"] / ours["seconds"])
+    assert np.isfinite(ours["last_epoch_loss"])
+    assert ours["last_epoch_loss"] < ours["first_epoch_loss"]
+    assert "--config.train.steps=" in ours["command"]
+    assert "--config.model.embed_dim=16" in ours["command"]
+    # the reported quality is the trained vectors' (the run's own evaluation)
+    trained = api.load(workdir)
+    assert trained.step == ours["steps"] and trained.config.data.chunk == 256
+    again = trained.evaluate()
+    for key in ("wordsim353", "simlex999", "analogy", "wordsim353_coverage"):
+        assert ours[key] == pytest.approx(again[key])
+    assert ours["wordsim353_coverage"] > 0 and -1 <= ours["wordsim353"] <= 1
+    assert (tmp_path / "r.json").exists()
 
 
-# the earlier chunk-dispatch shape is slow-marked: the model functions it runs are
-# covered by tests/test_sgns.py, and the default epoch loop is run here
-@pytest.mark.parametrize("subsample_on", ["epoch", pytest.param("chunk", marks=pytest.mark.slow)])
-def test_the_benchmark_loop_trains_deterministically(bench, subsample_on):
-    sentences = bench.read_sentences()[:3000]
-    runs = [bench.run_nlpjax(sentences, _args(subsample_on=subsample_on)) for _ in range(2)]
-    (_, wv, stats), (_, again, _) = runs
-    assert stats["finite"] and stats["last_epoch_loss"] < stats["first_epoch_loss"]
-    assert stats["pairs_per_epoch"] > 0 and len(wv.words) == len(wv.vectors) > 100
-    np.testing.assert_array_equal(wv.vectors, again.vectors)  # the same for a seed
+def test_unknown_arguments_are_refused(bench, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--chunk=512"])
+    assert exit_info.value.code == 2
+    assert "--config.KEY=VALUE" in capsys.readouterr().err

@@ -19,6 +19,18 @@ def workdir(tmp_path_factory):
     return path
 
 
+def test_eval_prints_the_word_evaluation_of_the_checkpoint(workdir, capsys):
+    code = cli.main(["eval", f"--workdir={workdir}"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("step 2,")
+    printed = dict(line.split() for line in out.splitlines() if line.startswith("eval/"))
+    trained = api.load(workdir)
+    want = trained.task.evaluate(trained.params, {}, None)
+    assert set(printed) == {f"eval/{k}" for k in want} and "eval/analogy" in printed
+    for key, value in want.items():
+        assert float(printed[f"eval/{key}"]) == pytest.approx(value, abs=1e-6, nan_ok=True)
+
+
 def test_neighbors_of_several_words(workdir, capsys):
     code = cli.main(["neighbors", f"--workdir={workdir}", "--word=king,queen", "--word=KING"])
     out = capsys.readouterr().out.splitlines()

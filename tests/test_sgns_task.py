@@ -96,9 +96,12 @@ def test_a_sharded_run_equals_the_single_device_run(tmp_path):
         overrides = {"data.batch_size": 2, "train.steps": 10, **layout}
         api.train(api.load_config(TINY, overrides), tmp_path / name)
         params[name] = api.load(tmp_path / name).params
+    # The same draws and updates; only the order in which a frequent word's hundreds of
+    # duplicate row updates are summed differs between the layouts (float32 rounding, grown
+    # over 10 steps at the tiny variant's lr 0.5: a few 1e-6 on a few dozen entries).
     for table in ("center", "context"):
         np.testing.assert_allclose(
-            np.asarray(params["sharded"][table]), np.asarray(params["one"][table]), atol=1e-6
+            np.asarray(params["sharded"][table]), np.asarray(params["one"][table]), atol=1e-5
         )
 
 

@@ -1,16 +1,19 @@
 """Word2vec task: skip-gram or CBOW with negative sampling on the shared trainer.
 
-Mikolov et al. 2013 (https://arxiv.org/abs/1310.4546). The host ships chunks of the token
-stream (one row of the batch = ``data.chunk`` consecutive words, sentences marked by
-segment ids); the device subsamples, builds the pairs and draws negatives
-(``nlpjax.models.sgns``). The loss reads the two tables through ``sparse_rows`` and
-``apply_update`` scatters word2vec's SGD step (summed over pairs, learning rate linear
-from ``optim.lr`` to ``optim.lr * optim.min_lr_ratio``) into the touched rows only.
+Mikolov et al. 2013 (https://arxiv.org/abs/1310.4546). The host subsamples the word
+stream once per epoch (``skipgram_pipeline.SubsampledStream``) and ships chunks of the
+kept words (one row of the batch = ``data.chunk`` consecutive kept words, sentences
+marked by segment ids); the device draws each step's random bits in one call, builds
+the dynamic-window pairs and draws negatives from them (``nlpjax.models.sgns``). The
+loss reads the two tables through ``sparse_rows`` and ``apply_update`` scatters
+word2vec's SGD step (summed over pairs, learning rate linear from ``optim.lr`` to
+``optim.lr * optim.min_lr_ratio``) into the touched rows only.
 ``evaluate`` reports WordSim-353 and SimLex-999 Spearman and analogy accuracy.
 """
 
 import dataclasses
 import logging
+import math
 import os
 from typing import Any
 
@@ -23,7 +26,7 @@ from etils import epath
 
 from nlpjax.config import Config
 from nlpjax.data import pipeline, transforms
-from nlpjax.data.skipgram_pipeline import training_counts
+from nlpjax.data.skipgram_pipeline import SubsampledStream, chunk_batches, training_counts
 from nlpjax.data.special_tokens import NUM_SPECIAL
 from nlpjax.data.tokenizers import (
     TokenizerConfig,
@@ -36,7 +39,6 @@ from nlpjax.tasks.base import Rows
 from nlpjax.tasks.common import TOKENIZER_FILE, split_documents, with_vocab_size, workdir_tokenizer
 
 LOSSES = {"skipgram": sgns.skipgram_ns_loss, "cbow": sgns.cbow_ns_loss}
-_NUM_ELEMENTS = 2**40  # the chunk stream cycles through the corpus epoch after epoch
 logger = logging.getLogger(__name__)
 
 
@@ -46,14 +48,14 @@ class SGNSDataConfig:
 
     dataset: str = "tiny_shakespeare"  # a dataset spec (nlpjax.data.sources)
     tokenizer: TokenizerConfig = TokenizerConfig(kind="word", min_count=5)
-    chunk: int = 1024  # consecutive words per batch row
+    chunk: int = 768  # consecutive kept (subsampled) words per batch row
     batch_size: int = 1  # rows per step
     sample: float = 1e-3  # word2vec's subsampling threshold t (0: none)
     ns_exponent: float = 0.75  # negatives ~ count ** ns_exponent
     word_eval_dir: str = ""  # '' -> $NLPJAX_DATA_DIR/word_eval
     analogy_restrict: int = 30_000
     tfds_data_dir: str = ""
-    prefetch: int = 2
+    prefetch: int = 0  # batches are slices of the subsampled stream: no thread needed
 
     def __post_init__(self):
         if self.chunk <= 0 or self.batch_size <= 0:
@@ -82,6 +84,36 @@ def _warn_skipped(path, report: dict) -> None:
 _WARNED: set[str] = set()
 
 
+def evaluate_word_vectors(wv: wvec.WordVectors, directory, restrict: int) -> dict[str, float]:
+    """WordSim-353 and SimLex-999 Spearman, analogy accuracy (3CosAdd over the ``restrict``
+    most frequent words) and their coverages, from the files in ``directory`` (those
+    missing are left out, with a warning when all are)."""
+    directory, out = epath.Path(directory), {}
+    for name, filename in (("wordsim353", "wordsim353.tsv"), ("simlex999", "simlex999.txt")):
+        path = directory / filename
+        if path.exists():
+            report = wvec.word_similarity(wv, path)
+            _warn_skipped(path, report)
+            out[name], out[f"{name}_coverage"] = report["spearman"], report["coverage"]
+    path = directory / "questions-words.txt"
+    if path.exists():
+        report = wvec.word_analogies(wv, path, restrict)
+        _warn_skipped(path, report)
+        out["analogy"], out["analogy_coverage"] = report["accuracy"], report["coverage"]
+    if not out:
+        logger.warning("no word-evaluation files in %s (set data.word_eval_dir)", directory)
+    return out
+
+
+def _check_objective(config: Config) -> None:
+    if config.model.objective not in LOSSES:
+        raise ConfigError(
+            f"model.objective={config.model.objective!r}: the sgns task trains "
+            f"{' or '.join(LOSSES)} (the full softmax reads the whole table: use "
+            "nlpjax.models.sgns.skipgram_softmax_loss directly)"
+        )
+
+
 class SGNSTask:
     """word2vec on a text corpus (see ``nlpjax.tasks.base.Task``)."""
 
@@ -89,12 +121,7 @@ class SGNSTask:
     data_config_cls = SGNSDataConfig
 
     def __init__(self, config: Config, workdir: epath.PathLike | None = None):
-        if config.model.objective not in LOSSES:
-            raise ConfigError(
-                f"model.objective={config.model.objective!r}: the sgns task trains "
-                f"{' or '.join(LOSSES)} (the full softmax reads the whole table: use "
-                "nlpjax.models.sgns.skipgram_softmax_loss directly)"
-            )
+        _check_objective(config)
         self.config = config
         docs: dict[str, list[str]] = {}
 
@@ -103,16 +130,29 @@ class SGNSTask:
             return docs["train"]
 
         self.tokenizer, self._tokenizer_file = workdir_tokenizer(config, workdir, texts)
-        vocab = self.tokenizer.vocab_size
-        self.config = with_vocab_size(config, vocab, name="vocabulary", unit="ids")
-        counts = training_counts(self.tokenizer.counts_array())
+        self._set_counts(config, self.tokenizer.counts_array())
+        self._train_docs = docs.get("train")
+
+    @classmethod
+    def for_counts(cls, config: Config, counts_V: np.ndarray) -> "SGNSTask":
+        """A task with the word counts ``counts_V`` and no corpus: its training step runs on
+        batches made elsewhere (``benchmarks/bench_sgns.py --vocab_scaling``)."""
+        _check_objective(config)
+        task = cls.__new__(cls)
+        task.tokenizer, task._tokenizer_file, task._train_docs = None, "", None
+        task._set_counts(config, counts_V)
+        return task
+
+    def _set_counts(self, config: Config, counts_V: np.ndarray) -> None:
+        """The vocabulary size, subsampling keep rates and negative table from the counts."""
+        self.config = with_vocab_size(config, len(counts_V), name="vocabulary", unit="ids")
+        counts = training_counts(counts_V)
         if counts.sum() == 0:
             raise DataError(f"no word of {config.data.dataset!r} is in the vocabulary")
         self.keep_V = transforms.keep_probabilities(counts, config.data.sample)
         self.accept_V, self.alias_V = sgns.negative_table(counts, config.data.ns_exponent)
-        self.capacity = sgns.kept_capacity(self.keep_V, counts, config.data.chunk)
-        self._train_docs = docs.get("train")
         self._streams: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._subsampled: dict[str, SubsampledStream] = {}
 
     # -- data ---------------------------------------------------------------------------
 
@@ -135,31 +175,30 @@ class SGNSTask:
             self._streams[split] = ids[trained].astype(np.int32), numbers[trained].astype(np.int32)
         return self._streams[split]
 
+    def subsampled(self, split: str = "train") -> SubsampledStream:
+        """The split's stream subsampled anew every epoch (seeded by ``config.seed``)."""
+        if split not in self._subsampled:
+            ids, numbers = self.stream(split)
+            if not len(ids):
+                raise DataError(f"the {split} split of {self.config.data.dataset!r} has no word")
+            stream = SubsampledStream(ids, numbers, self.keep_V, self.config.seed)
+            self._subsampled[split] = stream
+        return self._subsampled[split]
+
     def _chunks(self, split: str) -> grain.MapDataset:
-        """Batch t holds chunks t * B .. t * B + B - 1 of the stream (cycling over epochs);
-        each host takes every ``count``-th chunk of a batch."""
-        ids, numbers = self.stream(split)
-        chunk = self.config.data.chunk
-        num_chunks = max(1, -(-len(ids) // chunk))
-        pad = num_chunks * chunk - len(ids)
-        ids_NT = np.pad(ids, (0, pad)).reshape(num_chunks, chunk)
-        numbers_NT = np.pad(numbers, (0, pad)).reshape(num_chunks, chunk)
-        shard = pipeline.Shard.this_host()
-        if self.config.data.batch_size % shard.count:
+        """Batch t holds chunks t * B .. t * B + B - 1 of the subsampled stream (epoch
+        after epoch); each host takes every ``count``-th chunk of a batch."""
+        shard, data = pipeline.Shard.this_host(), self.config.data
+        if data.batch_size % shard.count:
             raise ConfigError(
-                f"data.batch_size={self.config.data.batch_size} does not split over "
-                f"{shard.count} hosts"
+                f"data.batch_size={data.batch_size} does not split over {shard.count} hosts"
             )
-
-        def row(i):
-            return {"ids": ids_NT[i % num_chunks], "segments": numbers_NT[i % num_chunks]}
-
-        ds = grain.MapDataset.range(_NUM_ELEMENTS).map(row)[shard.index :: shard.count]
-        return ds.batch(self.config.data.batch_size // shard.count, drop_remainder=True)
+        return chunk_batches(self.subsampled(split), data.chunk, data.batch_size, shard)
 
     def steps_per_epoch(self) -> int:
-        chunks = -(-len(self.stream("train")[0]) // self.config.data.chunk)
-        return max(1, -(-chunks // self.config.data.batch_size))
+        """Steps that take one epoch's kept words (on average: subsampling varies)."""
+        words = self.subsampled("train").expected_words_per_epoch()
+        return max(1, round(words / (self.config.data.chunk * self.config.data.batch_size)))
 
     def train_iterator(self) -> grain.DatasetIterator:
         return pipeline.iterator(
@@ -181,38 +220,37 @@ class SGNSTask:
         return {}
 
     def _draws(self, batch, rng):
-        """Per row: (packed ids, valid, segments, overflow), the pair mask, negative ids."""
+        """Per row: the pair mask and the negative ids, from one ``jax.random.bits`` call
+        for the whole batch (each word's window reach, then the negatives' buckets and
+        coins). Segment 0 marks padding (none in training batches)."""
         cfg = self.config.model
-        keep, accept, alias = (jnp.asarray(a) for a in (self.keep_V, self.accept_V, self.alias_V))
-        rows = batch["ids"].shape[0]
-        keys = jax.random.split(rng, rows)
+        accept, alias = jnp.asarray(self.accept_V), jnp.asarray(self.alias_V)
+        rows, length = batch["ids"].shape
+        shape = sgns.negative_shape(cfg, length)
+        bits = jax.random.bits(rng, (rows, length + 2 * math.prod(shape)), jnp.uint32)
 
-        def one(ids_T, segments_T, key):
-            k_sub, k_win, k_neg = jax.random.split(key, 3)
-            ids, valid, segments, overflow = sgns.subsample(
-                ids_T, keep, k_sub, segments_T, self.capacity
-            )
-            reach = cfg.window - jax.random.randint(k_win, valid.shape, 0, cfg.window)
+        def one(segments_L, bits_W):
+            valid = segments_L > 0
+            reach = cfg.window - (bits_W[:length] % cfg.window).astype(jnp.int32)
             if cfg.objective != "skipgram" or cfg.negative_sharing == "pair":
-                mask, position = sgns.window_pairs(valid, reach, cfg.window, segments)
+                mask, _ = sgns.window_pairs(valid, reach, cfg.window, segments_L)
             else:  # the same pairs in the positive scores' block layout (cheaper to build)
-                mask = sgns.window_pairs_blocked(valid, reach, cfg.window, segments)
-                position = None
-            shape = sgns.negative_shape(cfg, self.capacity)
-            negatives = sgns.sample_negatives(k_neg, accept, alias, shape)
-            return ids, mask, position, negatives, overflow
+                mask = sgns.window_pairs_blocked(valid, reach, cfg.window, segments_L)
+            negatives = sgns.negatives_from_bits(bits_W[length:].reshape(2, *shape), accept, alias)
+            return mask, negatives
 
-        return jax.vmap(one)(batch["ids"], batch["segments"], keys)
+        return jax.vmap(one)(batch["segments"], bits)
 
     def sparse_rows(self, batch, rng) -> dict[str, jax.Array]:
-        ids, _, _, negatives, _ = self._draws(batch, rng)
-        rows = ids.shape[0]
-        context = jnp.concatenate([ids, negatives.reshape(rows, -1)], axis=1)
+        ids = batch["ids"]
+        negatives = self._draws(batch, rng)[1]
+        context = jnp.concatenate([ids, negatives.reshape(ids.shape[0], -1)], axis=1)
         return {"center": ids, "context": context}
 
     def loss(self, params, carry, batch, rng, train: bool):
         cfg = self.config.model
-        ids, mask, position, negatives, overflow = self._draws(batch, rng)
+        ids = batch["ids"]
+        mask, negatives = self._draws(batch, rng)
         center, context = params["center"], params["context"]
         v_BME = center.values if isinstance(center, Rows) else center[ids]
         if isinstance(context, Rows):
@@ -227,11 +265,7 @@ class SGNSTask:
 
         sums, pairs = jax.vmap(one)(v_BME, u_BME, neg, mask)
         total, count = jnp.sum(sums), jnp.sum(pairs)
-        metrics = {
-            "pair_loss": total / jnp.maximum(count, 1.0),
-            "pairs": count,
-            "overflow": jnp.sum(overflow).astype(jnp.float32),
-        }
+        metrics = {"pair_loss": total / jnp.maximum(count, 1.0), "pairs": count}
         # Divided by the batch's token slots: apply_update multiplies the step back up, so
         # the update is word2vec's per-pair SGD summed, on one device or many.
         return total / ids.size, (metrics, carry)
@@ -250,7 +284,7 @@ class SGNSTask:
 
     def apply_update(self, params, grads, opt_state, batch):
         lr = self.schedule(opt_state["count"])
-        slots = self.config.data.batch_size * self.capacity  # the loss's divisor, globally
+        slots = self.config.data.batch_size * self.config.data.chunk  # the loss's divisor
 
         def one(table, g):
             if isinstance(g, Rows):
@@ -273,23 +307,9 @@ class SGNSTask:
         return epath.Path(given or os.path.join(data_dir, "word_eval"))
 
     def evaluate(self, params, extras, rng, split: str = "validation") -> dict[str, float]:
-        """WordSim-353 and SimLex-999 Spearman, analogy accuracy (3CosAdd over the
-        ``data.analogy_restrict`` most frequent words) and their coverages."""
-        wv, directory, out = self.word_vectors(params), self._eval_dir(), {}
-        for name, filename in (("wordsim353", "wordsim353.tsv"), ("simlex999", "simlex999.txt")):
-            path = directory / filename
-            if path.exists():
-                report = wvec.word_similarity(wv, path)
-                _warn_skipped(path, report)
-                out[name], out[f"{name}_coverage"] = report["spearman"], report["coverage"]
-        path = directory / "questions-words.txt"
-        if path.exists():
-            report = wvec.word_analogies(wv, path, self.config.data.analogy_restrict)
-            _warn_skipped(path, report)
-            out["analogy"], out["analogy_coverage"] = report["accuracy"], report["coverage"]
-        if not out:
-            logger.warning("no word-evaluation files in %s (set data.word_eval_dir)", directory)
-        return out
+        """``evaluate_word_vectors`` of the center table (``data.word_eval_dir``)."""
+        restrict = self.config.data.analogy_restrict
+        return evaluate_word_vectors(self.word_vectors(params), self._eval_dir(), restrict)
 
     def eval_summary(self, metrics: dict) -> dict:
         return {"loss": float(metrics["loss"])}
@@ -325,13 +345,15 @@ class SGNSTask:
         )
 
     def describe_data(self, split: str, num_examples: int) -> str:
-        """Vocabulary, stream and the first ``num_examples`` chunks (``nlpjax data inspect``;
-        word2vec trains on the train split only, so ``split`` picks the stream shown)."""
+        """Vocabulary, stream and the first ``num_examples`` chunks of epoch 0 after
+        subsampling (``nlpjax data inspect``; word2vec trains on the train split only, so
+        ``split`` picks the stream shown)."""
         ids, numbers = self.stream(split)
         data, words = self.config.data, self.tokenizer.words
         counts = self.tokenizer.counts
         chunk = data.chunk
         kept = float(np.mean(self.keep_V[ids])) if len(ids) else 0.0
+        epoch_ids = self.subsampled(split).epoch(0)[0] if len(ids) else ids
         lines = [
             f"dataset {data.dataset!r}, split {split}: {len(ids):,} words trained on, "
             f"{int(numbers.max(initial=0)):,} sentences",
@@ -339,11 +361,11 @@ class SGNSTask:
             f"(most frequent: "
             + ", ".join(f"{w} {c:,}" for w, c in zip(words[:8], counts[:8], strict=False))
             + ")",
-            f"chunks of {chunk} words: {-(-len(ids) // chunk):,} per epoch, "
-            f"{self.steps_per_epoch():,} steps of {data.batch_size} per epoch; subsampling "
-            f"(t={data.sample}) keeps {kept:.1%} of the words, into {self.capacity} slots",
+            f"subsampling (t={data.sample}, anew each epoch) keeps {kept:.1%} of the words: "
+            f"chunks of {chunk} kept words, about {self.steps_per_epoch():,} steps of "
+            f"{data.batch_size} chunk(s) per epoch (set train.steps to epochs x that)",
         ]
-        for i in range(min(num_examples, -(-len(ids) // chunk))):
-            piece = ids[i * chunk : i * chunk + 24]
+        for i in range(min(num_examples, -(-len(epoch_ids) // chunk))):
+            piece = epoch_ids[i * chunk : i * chunk + 24]
             lines.append(f"chunk {i}: {self.tokenizer.decode(piece)} ...")
         return "\n".join(lines)
