@@ -186,11 +186,19 @@ def build_nlpjax(run, host_batches: list[dict]):
 def load_bench_config(args):
     """The benchmark's config: the experiment's variant, label smoothing 0, ``--set``."""
     overrides = {"data.label_smoothing": 0.0, "train.progress": False}
+    if args.quick:  # the tiny variant trains with the experiment's Adafactor: use compare's
+        compare = load_config(f"{EXPERIMENT}:compare").optim
+        overrides.update(
+            {f"optim.{k}": getattr(compare, k) for k in ("name", "lr", "weight_decay")}
+        )
     if args.dropout is not None:
         overrides["model.dropout"] = args.dropout
     overrides.update(kv.split("=", 1) for kv in args.set)
     variant = VARIANTS["quick" if args.quick else "full"]
-    return load_config(f"{EXPERIMENT}:{variant}", overrides)
+    config = load_config(f"{EXPERIMENT}:{variant}", overrides)
+    if config.optim.name != "adamw":  # the torch side is torch.optim.AdamW
+        raise SystemExit(f"optim.name={config.optim.name!r}: the comparison trains AdamW")
+    return config
 
 
 def first_losses(run, hf_model, host_batch, inputs) -> tuple[float, float]:
