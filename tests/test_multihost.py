@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nlpjax.api import train as train_and_evaluate
 from nlpjax.data import pipeline
@@ -67,6 +68,10 @@ def test_host_shards_are_disjoint_and_cover_the_batch():
         assert sorted(rows) == sorted(tuple(r) for r in whole[b]["tokens"])
 
 
+# Slow (about 50 s of make test's 10-minute budget): make test-all runs it. make test
+# keeps the host sharding (above) and single-process kill/resume (test_resume.py,
+# test_task_v2.py, test_cli.py).
+@pytest.mark.slow
 def test_two_processes_kill_resume_match_single_process(tiny_config, tmp_path):
     reference = tmp_path / "single"
     overrides = {k.replace(".", "__"): v for k, v in FLAGS.items()}

@@ -199,6 +199,11 @@ DROPOUT_RUN = {
 }  # fmt: skip
 
 
+# Slow (about 25 s): make test-all runs it. make test keeps the lock
+# (test_the_lock_names_its_holder_and_dies_with_it), SIGKILL resume
+# (test_task_v2.py::test_sigkill_resume_is_bitwise_and_reshards) and SIGTERM resume
+# (test_cli.py).
+@pytest.mark.slow
 def test_a_second_run_is_refused_and_resume_after_sigkill_with_dropout_is_exact(tmp_path, capsys):
     reference = tmp_path / "reference"
     train_and_evaluate(load_config(TINY, DROPOUT_RUN), reference)
