@@ -3,7 +3,7 @@
 Variants (``--config=experiments/t5_multi30k.py:NAME``):
   default  the BLEU run the README reports: the reference shape (d_model 256, 3+3 layers,
            4 heads, gated-GELU d_ff 1024, SentencePiece 8000) on packed rows of 64 source
-           + 64 target tokens, 32 rows a batch, 3200 steps (about 11 epochs, under an hour
+           + 64 target tokens, 32 rows a batch, 3200 steps (about 10.5 epochs, under an hour
            on the 2-core development CPU), Adafactor with T5's relative steps (AdamW at
            1e-3 learned far slower here: README, "T5 encoder-decoder");
   compare  the speed comparison with Hugging Face T5 (benchmarks/bench_t5.py): batch 32,
