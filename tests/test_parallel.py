@@ -45,13 +45,13 @@ def single(request):
 @pytest.mark.parametrize(
     "mode,mesh,devices",
     [
-        # make test keeps the mixed mesh and pmap (tests/test_task_v2.py proves the
-        # layouts for a task with a carry and sparse rows); the rest run with test-all.
+        # make test keeps the mixed mesh (tests/test_task_v2.py proves the layouts, pmap
+        # included, for a task with a carry and sparse rows); the rest run with test-all.
         pytest.param("jit", "data:8", 8, marks=pytest.mark.slow),
         ("jit", "data:2,fsdp:2,tensor:2", 8),
         pytest.param("jit", "fsdp:8", 8, marks=pytest.mark.slow),
         pytest.param("jit", "data:-1,tensor:2", 4, marks=pytest.mark.slow),
-        ("pmap", "data:-1", 8),
+        pytest.param("pmap", "data:-1", 8, marks=pytest.mark.slow),
     ],
 )
 def test_layouts_match_a_single_device(single, tiny_config, mode, mesh, devices):
