@@ -109,8 +109,12 @@ class Trained:
     def evaluate_timed(
         self, split: str = "validation", warm_up: bool = True
     ) -> tuple[dict[str, float], int, float]:
-        """(numbers, tokens evaluated, seconds of the evaluation: of the compiled one after
-        a warm-up run when ``warm_up``, else including compilation)."""
+        """(numbers, tokens evaluated, seconds of the evaluation).
+
+        With ``warm_up``, the default loss average (a few fixed batches) runs once to compile
+        and the seconds are those of a second, compiled run. A task's own ``evaluate`` hook
+        (decoding whole splits, word-vector benchmarks) runs once either way: a second run
+        would double its cost, so its seconds include compilation."""
         import jax
 
         from nlpjax.training.evaluation import Evaluation
@@ -118,7 +122,7 @@ class Trained:
         task = self.run.task
         evaluation = Evaluation(task, self.run.placement, self.config.eval.seed, split)
         extras = {"carry": self.run.state.carry, "step": self.step}
-        if warm_up:
+        if warm_up and evaluation.hook is None:
             jax.block_until_ready(evaluation(self.params, extras))  # compile
         start = time.perf_counter()
         summary = jax.block_until_ready(evaluation(self.params, extras))

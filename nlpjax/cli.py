@@ -664,7 +664,7 @@ def cmd_eval(args) -> int:
     if tokens:  # a loss average counts its tokens; a task's own evaluate may not
         print(f"eval tokens {tokens}, tokens/s {tokens / seconds:,.0f}")
     else:
-        print(f"eval seconds {seconds:.3f}")
+        print(f"eval seconds {seconds:.3f} (compilation included)")
     return 0
 
 

@@ -321,11 +321,17 @@ def test_xla_scan_needs_the_carry_constraint():
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_cli_eval_prints_a_tasks_own_evaluation(runs, capsys):
+def test_cli_eval_prints_a_tasks_own_evaluation(runs, capsys, monkeypatch):
     from nlpjax import cli
 
     summary, *_, workdir = runs["one device"]
+    calls = []
+    evaluate = proof_task.ProofTask.evaluate
+    monkeypatch.setattr(
+        proof_task.ProofTask, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k)
+    )
     assert cli.main(["eval", f"--workdir={workdir}"]) == 0
+    assert len(calls) == 1  # a task's own evaluation (whole-split decoding) runs once
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "step 12, split validation"
     sampled = float(out[2].split()[1])
