@@ -10,6 +10,9 @@ pretrained parameters with ``train.init_from`` (same model signature, same vocab
       --config.train.init_from=/tmp/t5pre
   nlpjax train --config=experiments/t5_pretrain_multi30k.py:scratch --workdir=/tmp/t5scratch
 
+then ``python experiments/t5_pretrain_report.py --pretrain=/tmp/t5pre --finetune=/tmp/t5ft
+--scratch=/tmp/t5scratch --out=DIR`` for the curves against total steps and the table.
+
 Variants: pretrain / finetune / scratch (PRETRAIN_STEPS + FINETUNE_STEPS = scratch's
 steps) and tiny_pretrain / tiny_finetune / tiny_scratch (seconds-long, for smoke checks);
 ``tiny`` is ``tiny_pretrain``, the chain's first run.
@@ -21,7 +24,7 @@ import ml_collections
 
 from nlpjax.config import apply_overrides, load_config_file
 
-PRETRAIN_STEPS, FINETUNE_STEPS = 4000, 6000
+PRETRAIN_STEPS, FINETUNE_STEPS = 1200, 2000  # 3200: t5_multi30k.py's default run
 TINY_PRETRAIN_STEPS, TINY_FINETUNE_STEPS = 20, 20
 
 SHARED = {"data.tokenizer.num_sentinels": 100}  # every run: the same tokenizer
@@ -56,7 +59,7 @@ TINY = {  # t5_multi30k.py's tiny shapes
 
 VARIANTS = {
     "pretrain": PRETRAIN | {"train.steps": PRETRAIN_STEPS},
-    "finetune": {"train.steps": FINETUNE_STEPS},
+    "finetune": {"train.steps": FINETUNE_STEPS, "eval.every": 400},
     "scratch": {"train.steps": PRETRAIN_STEPS + FINETUNE_STEPS},
     "tiny_pretrain": TINY
     | PRETRAIN

@@ -1,0 +1,102 @@
+"""The pretrain-then-finetune comparison of ``t5_pretrain_multi30k.py``: validation curves
+of the finetuned run and the run from scratch against the total number of training steps
+(pretraining steps included), as a PNG and a JSON table.
+
+  python experiments/t5_pretrain_report.py --pretrain=/tmp/t5pre --finetune=/tmp/t5ft \\
+      --scratch=/tmp/t5scratch --out=experiments/results/t5_pretrain
+
+The finetuned run's steps are shifted by the pretraining run's last logged step, so both
+curves share one axis: total steps of training. The inputs are the runs' own
+``metrics.jsonl`` files (``eval/loss``, ``eval/bleu``, ``eval/chrf`` at each evaluation);
+nothing is trained or decoded here. Any three workdirs of that shape work, the ``tiny_*``
+variants' included (the smoke check).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+from nlpjax.analysis.curves import save_png
+from nlpjax.training.metrics import read_metrics
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+EVAL_KEYS = ("eval/loss", "eval/bleu", "eval/chrf")
+
+
+def eval_rows(workdir: str, offset: int = 0) -> list[dict]:
+    """The evaluation rows of a run, steps shifted by ``offset``."""
+    rows = read_metrics(workdir)
+    if not rows:
+        raise SystemExit(f"error: no metrics.jsonl in {workdir}: train that run first")
+    return [
+        {"total_step": r["step"] + offset} | {k: r[k] for k in EVAL_KEYS if k in r}
+        for r in rows
+        if "eval/loss" in r
+    ]
+
+
+def last_step(workdir: str) -> int:
+    rows = read_metrics(workdir)
+    if not rows:
+        raise SystemExit(f"error: no metrics.jsonl in {workdir}: train that run first")
+    return max(r["step"] for r in rows)
+
+
+def report(pretrain: str, finetune: str, scratch: str) -> dict:
+    offset = last_step(pretrain)
+    return {
+        "pretrain_steps": offset,
+        "pretrain_eval": eval_rows(pretrain),  # span-corruption loss on validation text
+        "finetune": eval_rows(finetune, offset),
+        "scratch": eval_rows(scratch),
+    }
+
+
+def plot(result: dict, path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for name, style in (("scratch", "o-"), ("finetune", "s-")):
+        rows = result[name]
+        label = (
+            "from scratch" if name == "scratch" else "span-corruption pretraining, then finetuning"
+        )
+        for ax, key in zip(axes, ("eval/bleu", "eval/loss"), strict=True):
+            points = [(r["total_step"], r[key]) for r in rows if key in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, label=label, markersize=4)
+    for ax, ylabel in zip(
+        axes, ("validation BLEU (greedy)", "validation loss (nats/token)"), strict=True
+    ):
+        ax.axvline(result["pretrain_steps"], color="gray", ls=":", lw=1)
+        ax.set_xlabel("total training steps (pretraining included)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("Multi30k de->en: pretraining vs scratch at equal steps", fontsize=9)
+    return save_png(fig, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pretrain", required=True, help="workdir of the :pretrain run")
+    parser.add_argument("--finetune", required=True, help="workdir of the :finetune run")
+    parser.add_argument("--scratch", required=True, help="workdir of the run from scratch")
+    parser.add_argument("--out", required=True, help="directory for the PNG and JSON")
+    args = parser.parse_args(argv)
+    result = report(args.pretrain, args.finetune, args.scratch)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "t5_pretrain.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(plot(result, out / "t5_pretrain_curves.png"))
+    for name in ("finetune", "scratch"):
+        for r in result[name]:
+            cells = ", ".join(f"{k} {r[k]:.3f}" for k in EVAL_KEYS if k in r)
+            print(f"{name:8s} total step {r['total_step']:5d}: {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
