@@ -400,6 +400,20 @@ def test_eval_length_below_zero_is_a_config_error_naming_the_key():
         RNNSeq2SeqDataConfig(eval_length=-1)
 
 
+@pytest.mark.slow  # a 10-step run; make test keeps the max_output_len test above
+def test_generate_translates_with_a_trained_recurrent_workdir(tmp_path, capsys):
+    """``nlpjax generate --input`` on an rnn_seq2seq workdir prints one line (it used to
+    stop on RNNConfig's missing max_target_len)."""
+    args = [f"--config={MULTI30K}", f"--workdir={tmp_path}", "--config.train.steps=10"]
+    assert cli.main(["train", *args]) == 0
+    capsys.readouterr()
+    code = cli.main(
+        ["generate", f"--workdir={tmp_path}", "--input=Ein Hund läuft.", "--max_new_tokens=5"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and out.endswith("\n") and out.count("\n") == 1
+
+
 @pytest.mark.slow
 def test_alignments_are_distributions_over_the_source(seq2seq_task, tmp_path):
     from nlpjax.analysis import alignments
