@@ -752,7 +752,8 @@ def _translate(args, generator) -> int:
             raise ValueError("give the text to translate: --input=TEXT or --input_file=PATH")
         generator.check(text)  # unknown text or a refused length fails before any output
         texts = [text]
-    max_len = min(args.max_new_tokens, generator.max_output_len)
+    limit = generator.max_output_len  # None: the model has no length limit (RNN)
+    max_len = args.max_new_tokens if limit is None else min(args.max_new_tokens, limit)
     todo = [i for i, t in enumerate(texts) if t.strip()]
     start = time.perf_counter()
     outputs = [""] * len(texts)

@@ -15,11 +15,12 @@ import pytest
 from nlpjax import cli
 from nlpjax.api import load_config
 from nlpjax.data import truecase
-from nlpjax.inference.seq2seq import Seq2SeqGenerator
+from nlpjax.errors import ConfigError
+from nlpjax.inference.seq2seq import Seq2SeqGenerator, Seq2SeqTextGenerator
 from nlpjax.models.rnn import RNNClassifier, RNNConfig
 from nlpjax.models.rnn_seq2seq import RNNSeq2Seq
 from nlpjax.tasks.rnn_classify import RNNClassifierTask, RNNTaggerTask
-from nlpjax.tasks.rnn_seq2seq import RNNSeq2SeqTask, rnn_search_start
+from nlpjax.tasks.rnn_seq2seq import RNNSeq2SeqDataConfig, RNNSeq2SeqTask, rnn_search_start
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 SPEAKERS = f"{EXPERIMENTS / 'shakespeare_speakers.py'}:tiny"
@@ -324,6 +325,17 @@ def test_beam_size_1_equals_greedy(seq2seq):
     assert np.all(np.diff(scores, axis=1) <= 0)  # best first
 
 
+def test_text_generator_leaves_the_output_length_to_the_caller_for_a_recurrent_decoder(
+    seq2seq,
+):
+    """``nlpjax generate --input`` caps outputs at ``max_output_len``: a recurrent decoder
+    has no limit of its own (None). It used to read ``model.config.max_target_len``, which
+    an RNNConfig lacks (AttributeError); T5 keeps its KV-cache length."""
+    model, params, _ = seq2seq
+    gen = Seq2SeqGenerator(model, params, eos_id=1, search_start=rnn_search_start, max_target_len=0)
+    assert Seq2SeqTextGenerator(gen, None, "v", max_source_len=8).max_output_len is None
+
+
 # The task tests prepare Multi30k and train a SentencePiece model (slow: about 30 s on the
 # 2-core CPU); make test keeps the searches' tests above, which run the same hook
 # (rnn_search_start) through Seq2SeqGenerator.
@@ -354,7 +366,7 @@ def test_seq2seq_task_translates_through_the_shared_search(seq2seq_task):
     texts = [s for s, _ in task.pairs("validation")[:2]]
     translator = task.translator(params)
     assert translator.beam_size == 1
-    ids = translator.tokenizer.encode(texts[0])[: task.config.data.source_length - 1]
+    ids = translator.tokenizer.encode(texts[0])[: translator.max_source_len - 1]
     source = np.concatenate([ids, [task.tokenizer.eos_id]])[None].astype(np.int32)
     raw = translator.generator.generate(source, task._max_len())[0]
     ends = np.flatnonzero(raw == task.tokenizer.eos_id)
@@ -362,6 +374,44 @@ def test_seq2seq_task_translates_through_the_shared_search(seq2seq_task):
     assert translator.translate(texts[:1], task._max_len(), batch_size=1) == [want]
     beam_task = RNNSeq2SeqTask(load_config(MULTI30K, {"data.beam_size": "3"}))
     assert beam_task.translator(params).beam_size == 3
+
+
+@pytest.mark.slow
+def test_evaluation_reads_whole_sources_and_decodes_past_the_training_widths(seq2seq_task, caplog):
+    """data.eval_length: a source longer than the training rows' data.source_length
+    reaches the encoder whole (it used to be cut to source_length), and evaluation
+    decodes up to eval_length tokens (it used to stop at target_length)."""
+    task, params = seq2seq_task
+    data = task.config.data
+    assert data.eval_length > max(data.source_length, data.target_length)
+    assert task._max_len() == data.eval_length
+    encode = task.tokenizer.encode
+    long = next(s for s, _ in task.pairs("validation") if len(encode(s)) >= data.source_length)
+    translator = task.translator(params)
+    with caplog.at_level(logging.WARNING):
+        source = translator.encode(long)
+    assert source.shape == (1, len(encode(long)) + 1)
+    assert "were cut" not in caplog.text
+    assert translator.generator.generate(source, task._max_len()).shape == (1, data.eval_length)
+
+
+def test_eval_length_below_zero_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match="data.eval_length must be >= 0"):
+        RNNSeq2SeqDataConfig(eval_length=-1)
+
+
+@pytest.mark.slow  # a 10-step run; make test keeps the max_output_len test above
+def test_generate_translates_with_a_trained_recurrent_workdir(tmp_path, capsys):
+    """``nlpjax generate --input`` on an rnn_seq2seq workdir prints one line (it used to
+    stop on RNNConfig's missing max_target_len)."""
+    args = [f"--config={MULTI30K}", f"--workdir={tmp_path}", "--config.train.steps=10"]
+    assert cli.main(["train", *args]) == 0
+    capsys.readouterr()
+    code = cli.main(
+        ["generate", f"--workdir={tmp_path}", "--input=Ein Hund läuft.", "--max_new_tokens=5"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and out.endswith("\n") and out.count("\n") == 1
 
 
 @pytest.mark.slow

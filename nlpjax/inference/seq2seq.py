@@ -210,9 +210,10 @@ class Seq2SeqTextGenerator:
         self.num_generated = 0
 
     @property
-    def max_output_len(self) -> int:
-        """The longest output the model decodes (its KV cache: ``model.max_target_len``)."""
-        return self.generator.model.config.max_target_len
+    def max_output_len(self) -> int | None:
+        """The longest output the model decodes (T5: its KV cache, ``model.max_target_len``);
+        None where the model has no limit of its own (a recurrent decoder)."""
+        return self.generator.max_target_len or None
 
     def _with_eos(self, ids: np.ndarray, text: str) -> tuple[np.ndarray, bool]:
         """(ids + end id, whether they were cut to ``max_source_len``)."""

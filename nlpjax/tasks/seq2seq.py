@@ -344,7 +344,12 @@ class Seq2SeqTask:
         path.write_text("".join(h.replace("\n", " ") + "\n" for h in hypotheses))
 
     def _max_len(self) -> int:
+        """The longest output evaluation decodes (tokens, end id included)."""
         return min(self.config.data.target_length, self.config.model.max_target_len)
+
+    def _max_source_len(self) -> int:
+        """The longest input the translator takes (tokens, end id included)."""
+        return self.config.data.source_length
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -399,7 +404,7 @@ class Seq2SeqTask:
             tokens,
             self.tokenizer,
             self._tokenizer_file,
-            max_source_len=self.config.data.source_length,
+            max_source_len=self._max_source_len(),
             prefix=self.config.data.prefix,
             beam_size=beam_size,
             too_long=self.config.data.too_long,
