@@ -279,11 +279,11 @@ class _Loop:
                 if at_eval or at_ckpt:
                     self.train_log.flush(pending, last_good)
                     pending = None
-                if at_eval:
-                    summary.update(self.evaluate(state, step))
-                if at_ckpt:
+                if at_ckpt:  # first: the asynchronous save writes while the evaluation runs
                     self.save(state, step, data_state, last=step == total or bool(stop.signum))
                     last_good = step
+                if at_eval:
+                    summary.update(self.evaluate(state, step))
                 if stop.signum:
                     self.bar.write(f"Signal {stop.signum} received: saved step {step}, exiting.")
                     summary["stopped_by_signal"] = int(stop.signum)
