@@ -118,6 +118,22 @@ def test_the_step_compiled_ahead_equals_the_step_compiled_at_the_first_dispatch(
         np.testing.assert_array_equal(got[name], want[name])
 
 
+def test_a_run_shorter_than_a_dispatch_runs_the_ahead_compiled_step(corpus, tmp_path, monkeypatch):
+    """train.steps < train.steps_per_dispatch: the one dispatch has train.steps steps, and
+    that is what was compiled ahead."""
+    made = []
+
+    class Spy(loop.AheadCompiled):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(loop, "AheadCompiled", Spy)
+    changes = {"train.steps": 2, "train.steps_per_dispatch": 3, "train.log_every": 3}
+    api.train(api.load_config(CONFIG, _overrides(corpus, **changes)), tmp_path)
+    assert len(made) == 1 and made[0].compiled_calls == 1
+
+
 def test_the_sparse_step_equals_a_dense_reference(uninterrupted):
     """Step 7 of the run by the trainer's step and by autodiff over the whole tables."""
     trained = api.load(uninterrupted, step=6)

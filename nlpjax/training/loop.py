@@ -148,7 +148,8 @@ class _Programs:
 
     Built before the state is initialised (``build_run``'s ``before_init``): when the task
     announces its batch shape (the optional ``batch_spec`` hook) and the mode is jit,
-    ``multi_step`` for ``train.steps_per_dispatch`` steps compiles in a background thread
+    ``multi_step`` for a full dispatch (``train.steps_per_dispatch`` steps, or
+    ``train.steps`` when fewer) compiles in a background thread
     (``ahead.AheadCompiled``) while the host initialises, reads the data and opens the
     writers, and the evaluation's key derivation is compiled after it.
     """
@@ -170,7 +171,7 @@ class _Programs:
         )
         spec = getattr(task, "batch_spec", None)
         if spec is not None and placement.mode == "jit":
-            k = cfg.train.steps_per_dispatch
+            k = min(cfg.train.steps_per_dispatch, cfg.train.steps)  # the first dispatch
             batches = {
                 name: jax.ShapeDtypeStruct(
                     (k, *s.shape), s.dtype, sharding=parallel.batch_sharding(placement, s.ndim + 1)
