@@ -97,3 +97,25 @@ def test_flops_per_token_matches_a_hand_count():
     # scores and values, context 8: per layer 2 * 8 * 16 (QK^T) + 2 * 8 * 16 (AV) = 512
     # forward FLOPs per token, x3 for training, x2 layers = 3,072. Total 25,632.
     assert flops_per_token(cfg, context=8) == 25_632
+
+
+def test_metric_writer_does_not_import_torch(tmp_path, monkeypatch):
+    """tensorboardX imports torch when it is installed (seconds at every run's start);
+    MetricWriter hides it for that import and unhides it after (no ``None`` left in
+    ``sys.modules``, so a later ``import torch`` works). Run in a fresh import state:
+    tensorboardX and torch are taken out of ``sys.modules`` for the test (monkeypatch
+    puts them back)."""
+    import importlib.util
+    import sys
+
+    from nlpjax.training.metrics import MetricWriter
+
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed (the bench extra installs it)")
+    for name in [n for n in sys.modules if n.split(".")[0] in ("torch", "tensorboardX")]:
+        monkeypatch.delitem(sys.modules, name)
+    writer = MetricWriter(tmp_path)
+    writer.write(1, {"train/loss": 2.5})
+    writer.close()
+    assert "tensorboardX" in sys.modules and "torch" not in sys.modules
+    assert list((tmp_path / "tensorboard").iterdir())  # the event file was written

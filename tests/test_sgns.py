@@ -500,6 +500,31 @@ def test_analogy_answer_excludes_the_question_words(toy_vectors, tmp_path):
     assert wvec.word_analogies(toy_vectors, path)["accuracy"] == 0.0
 
 
+def test_analogy_file_is_parsed_once_while_unchanged(tmp_path):
+    """A run evaluates at every eval.every: the questions file is parsed once, and again
+    only when it changes; callers get their own lists."""
+    import os
+
+    path = tmp_path / "q.txt"
+    path.write_text(": family\nman woman king queen\n")
+    first, _ = wvec.read_analogies(path)
+    first["family"].append(("x", "y", "z", "w"))  # the caller's copy, not the cache's
+    hits = wvec._parse_analogies.cache_info().hits
+    assert wvec.read_analogies(path)[0] == {"family": [("man", "woman", "king", "queen")]}
+    assert wvec._parse_analogies.cache_info().hits == hits + 1
+    path.write_text(": family\nman woman king queen\nking queen man woman\n")
+    os.utime(path, ns=(1, 1))  # a new modification time even on coarse clocks
+    assert len(wvec.read_analogies(path)[0]["family"]) == 2
+
+
+def test_3cosadd_scores_are_the_sum_of_the_three_cosines(toy_vectors):
+    unit = toy_vectors.unit()
+    a, b, c = unit[[0, 2, 4]], unit[[1, 3, 5]], unit[[2, 0, 6]]
+    want = b @ unit.T - a @ unit.T + c @ unit.T
+    got = wvec.analogy_scores(unit, a, b, c, "add")
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_word_similarity_spearman_with_coverage_and_bad_lines(toy_vectors, tmp_path):
     path = tmp_path / "sim.tsv"
     cos = lambda a, b: float(  # noqa: E731

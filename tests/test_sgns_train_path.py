@@ -15,6 +15,8 @@ import pytest
 
 from nlpjax import api
 from nlpjax.tasks.base import Rows
+from nlpjax.tasks.sgns import SGNSTask
+from nlpjax.training import loop
 from nlpjax.training.step import make_train_step
 from tests.conftest import REPO
 
@@ -47,10 +49,21 @@ def corpus(tmp_path_factory):
     return path
 
 
+AHEAD: list = []  # the uninterrupted run's ahead-compiled step
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(corpus, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("sgns_run")
-    api.train(api.load_config(CONFIG, _overrides(corpus)), workdir)
+
+    class Spy(loop.AheadCompiled):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            AHEAD.append(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "AheadCompiled", Spy)
+        api.train(api.load_config(CONFIG, _overrides(corpus)), workdir)
     return workdir
 
 
@@ -86,6 +99,39 @@ def test_one_step_per_dispatch_equals_three(corpus, uninterrupted, tmp_path):
     want, got = _tables(uninterrupted), _tables(tmp_path)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_the_step_compiled_ahead_equals_the_step_compiled_at_the_first_dispatch(
+    corpus, uninterrupted, tmp_path, monkeypatch
+):
+    """The uninterrupted run compiled its step in the background (the task's
+    ``batch_spec``) and ran every dispatch through it; without the hook the step
+    compiles at the first dispatch, and the tables are the same, bitwise."""
+    assert len(AHEAD) == 1 and AHEAD[0].compiled_calls == STEPS // 3
+    monkeypatch.delattr(SGNSTask, "batch_spec")
+    spy = []
+    monkeypatch.setattr(loop, "AheadCompiled", lambda *a, **k: spy.append(a) or a[0])
+    api.train(api.load_config(CONFIG, _overrides(corpus)), tmp_path)
+    assert not spy
+    want, got = _tables(uninterrupted), _tables(tmp_path)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_a_run_shorter_than_a_dispatch_runs_the_ahead_compiled_step(corpus, tmp_path, monkeypatch):
+    """train.steps < train.steps_per_dispatch: the one dispatch has train.steps steps, and
+    that is what was compiled ahead."""
+    made = []
+
+    class Spy(loop.AheadCompiled):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(loop, "AheadCompiled", Spy)
+    changes = {"train.steps": 2, "train.steps_per_dispatch": 3, "train.log_every": 3}
+    api.train(api.load_config(CONFIG, _overrides(corpus, **changes)), tmp_path)
+    assert len(made) == 1 and made[0].compiled_calls == 1
 
 
 def test_the_sparse_step_equals_a_dense_reference(uninterrupted):

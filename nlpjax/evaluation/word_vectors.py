@@ -10,6 +10,7 @@ counted, and an analogy's answer is the best word other than its three question 
 """
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,15 @@ def read_similarity_pairs(path: str | Path) -> tuple[list[tuple[str, str, float]
 
 def read_analogies(path: str | Path) -> tuple[dict[str, list[tuple[str, ...]]], int]:
     """Sections (``: name`` lines) of 4-word questions ``a b c d`` (a:b = c:d), and how
-    many lines were malformed (skipped, e.g. a question before any section)."""
+    many lines were malformed (skipped, e.g. a question before any section). A file is
+    parsed once while it is unchanged (a run evaluates at every ``eval.every``)."""
+    stat = Path(path).stat()
+    sections, skipped = _parse_analogies(str(path), stat.st_mtime_ns, stat.st_size)
+    return {name: list(questions) for name, questions in sections.items()}, skipped
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_analogies(path: str, _mtime_ns: int, _size: int):
     sections: dict[str, list[tuple[str, ...]]] = {}
     current, skipped = None, 0
     for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
@@ -173,9 +182,9 @@ def analogy_scores(
     to [0, 1], cos'(x, b) * cos'(x, c) / (cos'(x, a) + 1e-6) (Levy and Goldberg, with
     gensim's ``most_similar_cosmul`` epsilon).
     """
+    if method == "add":  # cos(x, b) - cos(x, a) + cos(x, c) as one product
+        return (b_QE - a_QE + c_QE) @ unit_RE.T
     cos_a, cos_b, cos_c = (q @ unit_RE.T for q in (a_QE, b_QE, c_QE))
-    if method == "add":
-        return cos_b - cos_a + cos_c
     if method == "mul":
         shift = [(1.0 + cos) / 2.0 for cos in (cos_a, cos_b, cos_c)]
         return shift[1] * shift[2] / (shift[0] + 1e-6)

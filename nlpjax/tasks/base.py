@@ -19,6 +19,10 @@ default, so a task written against version 1 keeps working:
   ``tx.update`` + ``optax.apply_updates``);
 - ``sparse_rows(batch, rng)``: tables whose gradient touches only the rows a batch reads
   (the loss sees ``Rows`` there, and gradients come back as ``Rows``);
+- ``batch_spec()``: one global training batch as ``{name: jax.ShapeDtypeStruct}``, for
+  a task whose config decides its batch shape; the loop then compiles the training step
+  in a background thread while the host reads the data (default: compiled at the first
+  dispatch);
 - a carry with a batch axis: ``init_carry`` leaves boxed with logical names whose first is
   ``"batch"`` (``carry_leaf``); the loop shards them with the batch, splits them per device
   under pmap, checkpoints them whole and threads them through consecutive batches.
@@ -113,6 +117,11 @@ class Task(Protocol):
         ``params``) that the loss reads for ``batch``; the loss then receives
         ``Rows(ids, table[ids])`` there and its gradient is ``Rows(ids, d loss / d values)``,
         so no step costs a table-sized gradient. ``rng`` is the loss's own key."""
+
+    def batch_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+        """One global training batch's arrays (shape and dtype), known from the config
+        alone; the loop compiles its step from it before the first batch is read. A task
+        whose batch shapes depend on the data leaves it out."""
 
     def global_batch_size(self) -> int:
         """Examples per training step over all hosts (must split over data parallelism)."""

@@ -208,6 +208,12 @@ class SGNSTask:
             vocab_file=self._tokenizer_file,
         )
 
+    def batch_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+        """One global training batch: ``data.batch_size`` rows of ``data.chunk`` ids and
+        sentence numbers (the loop compiles the step from it before reading the corpus)."""
+        shape = (self.config.data.batch_size, self.config.data.chunk)
+        return {name: jax.ShapeDtypeStruct(shape, jnp.int32) for name in ("ids", "segments")}
+
     def eval_batches(self, split: str = "validation") -> dict[str, np.ndarray]:
         return pipeline.take_stacked(self._chunks("train"), self.config.eval.num_batches)
 

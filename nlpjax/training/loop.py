@@ -25,6 +25,7 @@ from nlpjax.data.pipeline import stack_batches
 from nlpjax.errors import TrainingDiverged
 from nlpjax.training import init_from, parallel, resume
 from nlpjax.training import metrics as metrics_lib
+from nlpjax.training.ahead import AheadCompiled
 from nlpjax.training.checkpoint import Checkpointer, check_signature, comparable_signature
 from nlpjax.training.evaluation import Evaluation
 from nlpjax.training.run import CHECKPOINT_DIR, Run, build_run
@@ -141,27 +142,60 @@ def equal_shape_runs(batches: list[dict]) -> list[list[dict]]:
     return runs
 
 
-class _Loop:
-    """The body of one training run: dispatch, log, evaluate, checkpoint."""
+class _Programs:
+    """The jitted training programs of a run: ``multi_step(state, batches)`` (scanned
+    steps) and ``masked_step(state, batches, active)`` (for batches of varying shapes).
 
-    def __init__(self, run: Run, ckpt: Checkpointer, data_it, writer, bar):
-        self.run, self.ckpt, self.data_it, self.writer, self.bar = run, ckpt, data_it, writer, bar
+    Built before the state is initialised (``build_run``'s ``before_init``): when the task
+    announces its batch shape (the optional ``batch_spec`` hook) and the mode is jit,
+    ``multi_step`` for a full dispatch (``train.steps_per_dispatch`` steps, or
+    ``train.steps`` when fewer) compiles in a background thread
+    (``ahead.AheadCompiled``) while the host initialises, reads the data and opens the
+    writers, and the evaluation's key derivation is compiled after it.
+    """
+
+    def __init__(self, run: Run):
         cfg, task, placement = run.config, run.task, run.placement
-        self.cfg, self.task, self.placement = cfg, task, placement
         axis = "batch" if placement.mode == "pmap" else None
         train_step = make_train_step(
             task, run.tx, run.schedule, axis_name=axis, microbatches=cfg.train.microbatches
         )
-        self.state_shardings = run.state_shardings
         self.multi_step = parallel.compile_steps(
-            placement, scan_steps(train_step), self.state_shardings, "batch"
+            placement, scan_steps(train_step), run.state_shardings, "batch"
         )
         # Batches of varying shapes (length buckets): once a second shape is seen, every
         # dispatch scans train.steps_per_dispatch steps, padded with inactive ones, so
         # each shape compiles once.
         self.masked_step = parallel.compile_steps(
-            placement, scan_masked_steps(train_step), self.state_shardings, "batch", masked=True
+            placement, scan_masked_steps(train_step), run.state_shardings, "batch", masked=True
         )
+        spec = getattr(task, "batch_spec", None)
+        if spec is not None and placement.mode == "jit":
+            k = min(cfg.train.steps_per_dispatch, cfg.train.steps)  # the first dispatch
+            batches = {
+                name: jax.ShapeDtypeStruct(
+                    (k, *s.shape), s.dtype, sharding=parallel.batch_sharding(placement, s.ndim + 1)
+                )
+                for name, s in spec().items()
+            }
+
+            def warm_eval_key():  # derived as Evaluation derives it (outside the mesh)
+                jax.random.fold_in(jax.random.PRNGKey(cfg.eval.seed), 0)
+
+            self.multi_step = AheadCompiled(
+                self.multi_step, (run.abstract_state, batches), then=warm_eval_key
+            )
+
+
+class _Loop:
+    """The body of one training run: dispatch, log, evaluate, checkpoint."""
+
+    def __init__(self, run: Run, programs: _Programs, ckpt: Checkpointer, data_it, writer, bar):
+        self.run, self.ckpt, self.data_it, self.writer, self.bar = run, ckpt, data_it, writer, bar
+        cfg, task, placement = run.config, run.task, run.placement
+        self.cfg, self.task, self.placement = cfg, task, placement
+        self.state_shardings = run.state_shardings
+        self.multi_step, self.masked_step = programs.multi_step, programs.masked_step
         self.first_shape, self.varying = None, False
         self.evaluation = Evaluation(task, placement, cfg.eval.seed)
         self.train_log = _TrainLog(writer, cfg, bar)
@@ -181,12 +215,13 @@ class _Loop:
         self.bar.write(f"step {step}: " + ", ".join(f"eval/{k} {v:.4f}" for k, v in ev.items()))
         return {f"eval/{k}": v for k, v in ev.items()}
 
-    def save(self, state, step: int) -> None:
-        # Save a copy: the next dispatch donates (reuses) the state's buffers while the
-        # asynchronous save may still be reading them.
+    def save(self, state, step: int, data_state: dict, last: bool) -> None:
+        """Saves ``state`` at ``step`` with the data position ``data_state``. A copy is
+        saved unless ``last`` (no dispatch follows): the next dispatch donates (reuses)
+        the state's buffers while the asynchronous save may still be reading them."""
         logical = parallel.logical_state(self.placement, state)
-        snapshot = jax.tree_util.tree_map(jnp.copy, logical)
-        self.ckpt.save(step, snapshot, self.data_it.get_state(), self.signature)
+        snapshot = logical if last else jax.tree_util.tree_map(jnp.copy, logical)
+        self.ckpt.save(step, snapshot, data_state, self.signature)
 
     def dispatch(self, state, host: list[dict]):
         """Trains on the host batches in order; returns (state, metrics of each step)."""
@@ -215,17 +250,28 @@ class _Loop:
         metrics = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
         return state, metrics
 
+    def read(self, step: int) -> list[dict]:
+        """The host batches of the dispatch that starts at ``step`` (none at the end)."""
+        k, total = self.cfg.train.steps_per_dispatch, self.cfg.train.steps
+        return [next(self.data_it) for _ in range(min(k - step % k, total - step))]
+
     def train(self, state, start: int) -> tuple[Any, int, dict]:
-        cfg, total, k = self.cfg, self.cfg.train.steps, self.cfg.train.steps_per_dispatch
+        """Dispatches from ``start`` to ``train.steps``. The next dispatch's batches are
+        read while the device runs the current one; checkpoints store the data position
+        of their step (read before that look-ahead)."""
+        cfg, total = self.cfg, self.cfg.train.steps
         step, pending, last_good, summary = start, None, self.ckpt.latest_step(), {}
         state = parallel.place_state(self.placement, state, self.state_shardings)
+        host = self.read(step)
         with StopRequest() as stop:
             while step < total:
-                n = min(k - step % k, total - step)
-                state, metrics = self.dispatch(state, [next(self.data_it) for _ in range(n)])
+                n = len(host)
+                state, metrics = self.dispatch(state, host)
                 if pending is not None:
                     self.train_log.flush(pending, last_good)
                 step += n
+                data_state = self.data_it.get_state()  # the data position at `step`
+                host = self.read(step)  # the host reads on while the device trains
                 self.bar.update(n)
                 rates = self.throughput.tick(metrics, n, step % cfg.train.log_every == 0)
                 pending = (metrics, step - n, rates)
@@ -234,11 +280,11 @@ class _Loop:
                 if at_eval or at_ckpt:
                     self.train_log.flush(pending, last_good)
                     pending = None
+                if at_ckpt:  # first: the asynchronous save writes while the evaluation runs
+                    self.save(state, step, data_state, last=step == total or bool(stop.signum))
+                    last_good = step
                 if at_eval:
                     summary.update(self.evaluate(state, step))
-                if at_ckpt:
-                    self.save(state, step)
-                    last_good = step
                 if stop.signum:
                     self.bar.write(f"Signal {stop.signum} received: saved step {step}, exiting.")
                     summary["stopped_by_signal"] = int(stop.signum)
@@ -265,7 +311,14 @@ def train_and_evaluate(config: Config, workdir: str | epath.PathLike, *, task_cl
 
 def _train_locked(config: Config, workdir: epath.Path, task_cls: type) -> dict:
     placement = parallel.build_placement(config.parallel)
-    run = build_run(config, workdir, placement, task_cls=task_cls)
+    programs = []  # compiling while the state is initialised and the data read
+    run = build_run(
+        config,
+        workdir,
+        placement,
+        task_cls=task_cls,
+        before_init=lambda r: programs.append(_Programs(r)),
+    )
     config, task = run.config, run.task
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
     check_microbatches(task.global_batch_size(), placement.data_parallel, config.train.microbatches)
@@ -305,7 +358,7 @@ def _train_locked(config: Config, workdir: epath.Path, task_cls: type) -> dict:
     writer = metrics_lib.MetricWriter(workdir, resume_step=start)
     bar = metrics_lib.progress_bar(config.train.steps, start, config.train.progress)
     try:
-        loop = _Loop(run, ckpt, data_it, writer, bar)
+        loop = _Loop(run, programs[0], ckpt, data_it, writer, bar)
         run.state, final_step, results = loop.train(state, start)
     finally:
         bar.close()

@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import sys
 import time
 
 import jax
@@ -43,9 +44,7 @@ class MetricWriter:
         if not self._remote:
             self._file = open(self.path, "a")  # noqa: SIM115 (closed in close())
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+            self._tb = summary_writer_class()(str(epath.Path(workdir) / "tensorboard"))
 
     def _rewrite(self) -> None:
         tmp = self.path.parent / (self.path.name + ".tmp")
@@ -74,6 +73,29 @@ class MetricWriter:
             self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def summary_writer_class() -> type:
+    """tensorboardX's ``SummaryWriter``, imported without importing torch.
+
+    tensorboardX imports torch at import time when it is installed (the ``bench`` extra
+    installs it), only to accept torch tensors, which nlpjax never passes; that import
+    takes seconds of every run's start. Unless torch is already loaded, it is hidden
+    for the import (``sys.modules[name] = None`` makes ``import torch`` raise
+    ImportError, which tensorboardX handles) and unhidden after, so a later
+    ``import torch`` works as usual.
+    """
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 def _to_py(v):

@@ -5,7 +5,7 @@ faces that evaluate or sample a trained workdir (``nlpjax.api``, the CLI). It re
 the task class; it never looks a task up by name (the faces do, in ``nlpjax.TASKS``).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +56,15 @@ def build_run(
     placement: parallel.Placement | None = None,
     *,
     task_cls: type,
+    before_init: Callable[[Run], None] | None = None,
 ) -> Run:
     """Task (tokenizer from the workdir if present), optimizer and initial state.
 
     ``task_cls`` is the class registered under ``config.task``. ``placement`` defaults to
-    a single device (what eval and generate use).
+    a single device (what eval and generate use). ``before_init(run)``, when given, is
+    called with the run before its state exists (``run.state`` is None; the abstract
+    state is set): the training loop starts compiling its step there, while the state is
+    initialised.
     """
     task = task_cls(config, workdir)
     config = task.config
@@ -69,11 +73,14 @@ def build_run(
         placement = parallel.build_placement(ParallelConfig(devices=1, mesh="data:1"))
 
     init_fn, abstract_state = abstract_train_state(task, tx, config.seed, placement)
+    num_params = count_params(abstract_state.params)
+    run = Run(config, task, tx, schedule, None, abstract_state, placement, num_params)
+    if before_init is not None:
+        before_init(run)
     with placement.context():
         init = jax.jit(init_fn, out_shardings=parallel.shardings_of(abstract_state))
-        state = init(jax.random.PRNGKey(config.seed))
-    num_params = count_params(abstract_state.params)
-    return Run(config, task, tx, schedule, state, abstract_state, placement, num_params)
+        run.state = init(jax.random.PRNGKey(config.seed))
+    return run
 
 
 def task_optimizer(task) -> tuple[Any, Any]:

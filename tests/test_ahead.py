@@ -1,0 +1,40 @@
+"""AheadCompiled: a jitted function compiled in a background thread for one signature."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nlpjax.training.ahead import AheadCompiled
+
+ONE = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # where jnp puts arrays
+
+
+def _double(x):
+    return {"y": x["x"] * 2.0}
+
+
+def test_matching_calls_run_the_ahead_program_and_others_the_jitted_one():
+    jitted = jax.jit(_double)
+    abstract = {"x": jax.ShapeDtypeStruct((3,), jnp.float32, sharding=ONE)}
+    ahead = AheadCompiled(jitted, (abstract,))
+    assert ahead.wait()
+    x = jnp.arange(3.0)
+    np.testing.assert_array_equal(ahead({"x": x})["y"], [0.0, 2.0, 4.0])
+    assert ahead.compiled_calls == 1
+    # another shape goes through jit (compiled as usual), not the ahead program
+    np.testing.assert_array_equal(ahead({"x": jnp.ones(2)})["y"], [2.0, 2.0])
+    assert ahead.compiled_calls == 1
+
+
+def test_a_failed_ahead_compilation_falls_back_and_reports_on_the_call():
+    def bad(x):
+        return {"y": x["x"] @ x["x"]}  # rank 1 x rank 1 is fine; rank 2 mismatched is not
+
+    jitted = jax.jit(bad)
+    abstract = {"x": jax.ShapeDtypeStruct((2, 3), jnp.float32, sharding=ONE)}
+    ahead = AheadCompiled(jitted, (abstract,))
+    assert not ahead.wait()
+    with pytest.raises(TypeError):
+        ahead({"x": jnp.ones((2, 3))})
+    assert ahead.compiled_calls == 0
