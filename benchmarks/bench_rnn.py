@@ -6,7 +6,8 @@
 Both sides train the same char LM on random tokens: embedding 65 x 256, 2 recurrent
 layers of 256, a 256 -> 65 output layer, sequence 64, batch 32, cross-entropy, gradient
 clipping at global norm 1, Adam (lr 2e-3). nlpjax runs ``models.rnn.RNNLM`` (input
-projections hoisted out of the scan, the hand-written backward of ``models/rnn_fused.py``)
+projections hoisted out of the scan, the first layer's as the projection of the
+65-row embedding table, the hand-written backward of ``models/rnn_fused.py``)
 under one jit, ``--steps_per_dispatch`` steps per call through ``lax.scan``; PyTorch runs
 eager with its oneDNN cells and ``torch.set_num_threads(os.cpu_count())``. Before timing,
 the torch model is loaded with nlpjax's initial parameters and both must give the same

@@ -13,6 +13,7 @@ from nlpjax.errors import ConfigError
 from nlpjax.models.rnn import (
     GATES,
     RNNLM,
+    Lookup,
     RecurrentLayer,
     RNNClassifier,
     RNNConfig,
@@ -146,6 +147,66 @@ def _scan_bodies(jaxpr):
 
 def _dots(jaxpr):
     return [e.primitive.name for e in jaxpr.eqns].count("dot_general")
+
+
+def _dot_lhs_shapes(jaxpr):
+    """The left operand's shape of every matmul in a jaxpr, nested calls and scans included."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            shapes.append(tuple(eqn.invars[0].aval.shape))
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                shapes += _dot_lhs_shapes(inner)
+    return shapes
+
+
+def test_a_small_vocabulary_projects_the_embedding_table_instead_of_its_rows():
+    """A ``Lookup`` input with V < L*B: the first layer multiplies the (V, E) table, not the
+    (L*B, E) gathered rows, and outputs, final carry and gradients (parameters and table)
+    equal those of the gathered rows. Bidirectional with a mask: both directions of the
+    first layer take the lookup (the unidirectional LM path: the next test)."""
+    V = 5  # < L * B = 18
+    cfg = RNNConfig(cell="lstm", num_layers=1, d_hidden=D, bidirectional=True)
+    stack, carry, mask_LB = RNNStack(cfg), init_carry(cfg, B), jnp.asarray(MASK_BL.T)
+    rng = np.random.default_rng(5)
+    table_VE = rng.normal(size=(V, D_IN)).astype(np.float32)
+    tokens_LB = jnp.asarray(rng.integers(0, V, (L, B)), jnp.int32)
+    shapes = jax.eval_shape(stack.init, jax.random.PRNGKey(0), jnp.zeros((L, B, D_IN)), carry)
+    params = jax.tree.map(
+        lambda a: (0.5 * rng.standard_normal(a.shape)).astype(np.float32), nn.meta.unbox(shapes)
+    )["params"]
+    w_LBD = rng.normal(size=(L, B, cfg.output_dim))
+
+    def loss(as_input):
+        def f(p, table):
+            final, h_LBD = stack.apply({"params": p}, as_input(table), carry, mask_LB)
+            return jnp.sum(h_LBD * w_LBD) + sum(jnp.sum(x**2) for x in jax.tree.leaves(final))
+
+        return f
+
+    lookup = loss(lambda t: Lookup(t, tokens_LB))
+    rows = loss(lambda t: jnp.take(t, tokens_LB, axis=0))
+    got = jax.jit(jax.value_and_grad(lookup, argnums=(0, 1)))(params, table_VE)
+    want = jax.jit(jax.value_and_grad(rows, argnums=(0, 1)))(params, table_VE)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
+    assert np.abs(np.asarray(got[1][1])).sum() > 0  # the table gets a gradient
+    dots = _dot_lhs_shapes(jax.make_jaxpr(lookup)(params, table_VE).jaxpr)
+    assert (V, D_IN) in dots and (L * B, D_IN) not in dots
+    assert (L * B, D_IN) in _dot_lhs_shapes(jax.make_jaxpr(rows)(params, table_VE).jaxpr)
+
+
+def test_lm_projects_its_table_unless_embedding_dropout_is_on():
+    tokens = jnp.zeros((B, 5), jnp.int32)  # L * B = 15 rows of width 6, vocabulary 7
+    for dropout, train, table_projected in ((0.0, True, True), (0.5, False, True),
+                                            (0.5, True, False)):  # fmt: skip
+        cfg = RNNConfig(vocab_size=7, num_layers=1, d_embed=6, d_hidden=D, dropout=dropout)
+        model = RNNLM(cfg)
+        params = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens)
+        run = functools.partial(model.apply, train=train, rngs={"dropout": jax.random.PRNGKey(1)})
+        dots = _dot_lhs_shapes(jax.make_jaxpr(run)(params, tokens).jaxpr)
+        assert ((7, 6) in dots) == table_projected and ((15, 6) in dots) != table_projected
 
 
 @pytest.mark.parametrize("cell", CELLS)

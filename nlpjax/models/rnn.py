@@ -6,8 +6,10 @@ recurrent projection as in cuDNN, PyTorch and Flax); Elman 1990 (tanh RNN); drop
 non-recurrent connections as Zaremba et al. 2014, https://arxiv.org/abs/1409.2329.
 
 Layout: the input projection of every time step is one (L*B, D_in) x (D_in, G) matmul
-outside the scan; ``lax.scan`` then runs only the recurrent (B, D) x (D, G) matmul and the
-gate arithmetic per step. Between layers the activations stay time-major (L, B, D).
+outside the scan (for the first layer of a small vocabulary, the (V, E) x (E, G) projection
+of the embedding table and a gather: ``Lookup``); ``lax.scan`` then runs only the recurrent
+(B, D) x (D, G) matmul and the gate arithmetic per step. Between layers the activations
+stay time-major (L, B, D).
 Letters beyond ``nlpjax.types``: G gate width (4D LSTM, 3D GRU, D Elman), Y classes/tags.
 Gate order is PyTorch's (LSTM i, f, g, o; GRU r, z, n), so weights copy across as blocks.
 
@@ -18,7 +20,7 @@ reversed pass of a bidirectional layer starts at each sequence's own last token.
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import chex
 import flax.linen as nn
@@ -36,6 +38,7 @@ Carry = tuple  # per layer: (c_BD, h_BD) for LSTM, (h_BD,) for GRU and Elman
 GATES = {"lstm": 4, "gru": 3, "elman": 1}
 POOLINGS = ("final", "max", "mean")
 EMBED_STD = 1.0  # token embedding init (see Encoder)
+F32 = jnp.float32
 SCORES = ("dot", "additive")  # attention scores, implemented in models/rnn_seq2seq.py
 
 
@@ -185,6 +188,47 @@ def scan_cell(
 # --------------------------------------------------------------------------- layers
 
 
+class Lookup(NamedTuple):
+    """A first layer's input given as embedding rows: x_LBD = table_VE[tokens_LB].
+
+    ``input_projection`` then projects whichever is smaller, the table or the rows: for a
+    small vocabulary (a char LM: 65 rows against L*B = 2048) one (V, E) x (E, G) matmul and
+    a gather replace the (L*B, E) x (E, G) matmul, and the backward's two matmuls of that
+    size (the gradients of the input kernel and of the embedding) shrink the same way.
+    """
+
+    table_VE: Float[Array, "V E"]
+    tokens_LB: Int[Array, "L B"]
+
+    def rows(self) -> Float[Array, "L B E"]:
+        return jnp.take(self.table_VE, self.tokens_LB, axis=0)
+
+
+def input_width(x: "Float[Array, 'L B Din'] | Lookup") -> int:
+    """D_in of a layer's input, an array or a ``Lookup``."""
+    return x.table_VE.shape[-1] if isinstance(x, Lookup) else x.shape[-1]
+
+
+def input_projection(
+    x: "Float[Array, 'L B Din'] | Lookup",
+    wi_DG: Float[Array, "Din G"],
+    bias_G: Float[Array, " G"],
+) -> Float[Array, "L B G"]:
+    """x @ wi + bias for every step as one (L*B, D_in) x (D_in, G) matmul in wi's dtype,
+    returned in float32; for a ``Lookup`` with fewer table rows than L*B, the table's
+    projection followed by a gather of its rows (equal up to float rounding)."""
+    bias_1G = bias_G.astype(F32)[None, :]
+    if isinstance(x, Lookup):
+        if x.table_VE.shape[0] < x.tokens_LB.size:
+            table_VG = jnp.dot(x.table_VE.astype(wi_DG.dtype), wi_DG, preferred_element_type=F32)
+            return jnp.take(table_VG + bias_1G, x.tokens_LB, axis=0)
+        x = x.rows()
+    L, B, d_in = x.shape
+    x_ND = x.reshape(L * B, d_in).astype(wi_DG.dtype)
+    gx_NG = jnp.dot(x_ND, wi_DG, preferred_element_type=F32)
+    return (gx_NG + bias_1G).reshape(L, B, -1)
+
+
 class RecurrentLayer(nn.Module):
     """One direction of one layer: (L, B, D_in) -> (L, B, D), with carry in and out.
 
@@ -192,6 +236,8 @@ class RecurrentLayer(nn.Module):
     (LSTM forget block of the bias initialised to 1), ``recurrent_kernel`` (D, G)
     (orthogonal init) and, for GRU, ``recurrent_bias`` (G,), which the reset gate
     multiplies. The ``*kernel``/``*bias`` names give them their weight-decay roles.
+    The input may be a ``Lookup`` (the embedding table and the tokens; see
+    ``input_projection``).
     """
 
     cell: str
@@ -204,12 +250,11 @@ class RecurrentLayer(nn.Module):
     @nn.compact
     def __call__(
         self,
-        x_LBD: Float[Array, "L B Din"],
+        x_LBD: "Float[Array, 'L B Din'] | Lookup",
         carry: Carry,
         mask_LB: Bool[Array, "L B"] | None = None,
     ) -> tuple[Carry, Float[Array, "L B D"]]:
-        L, B, d_in = x_LBD.shape
-        D, G = self.d_hidden, GATES[self.cell] * self.d_hidden
+        d_in, D, G = input_width(x_LBD), self.d_hidden, GATES[self.cell] * self.d_hidden
         wi = param_with_axes(
             self, "input_kernel", nn.initializers.lecun_normal(), (d_in, G), ("embed", "mlp"),
             self.param_dtype,
@@ -229,9 +274,7 @@ class RecurrentLayer(nn.Module):
             params["recurrent_bias"] = param_with_axes(
                 self, "recurrent_bias", nn.initializers.zeros, (G,), ("mlp",), self.param_dtype
             )
-        x_ND = x_LBD.reshape(L * B, d_in).astype(self.dtype)
-        gx = jnp.dot(x_ND, wi.astype(self.dtype), preferred_element_type=jnp.float32)
-        gx_LBG = (gx + bias.astype(jnp.float32)[None, :]).reshape(L, B, G)
+        gx_LBG = input_projection(x_LBD, wi.astype(self.dtype), bias)
         return fused_scan(self.cell, self.reverse, self.unroll, params, carry, gx_LBG, mask_LB)
 
     def _bias_init(self, key, shape, dtype=jnp.float32):
@@ -254,7 +297,7 @@ class Bidirectional(nn.Module):
     @nn.compact
     def __call__(
         self,
-        x_LBD: Float[Array, "L B D"],
+        x_LBD: "Float[Array, 'L B Din'] | Lookup",
         carry: tuple[Carry, Carry],
         mask_LB: Bool[Array, "L B"] | None = None,
     ) -> tuple[tuple[Carry, Carry], Float[Array, "L B D2"]]:
@@ -274,7 +317,7 @@ class RNNStack(nn.Module):
     @nn.compact
     def __call__(
         self,
-        x_LBD: Float[Array, "L B Din"],
+        x_LBD: "Float[Array, 'L B Din'] | Lookup",
         carry: tuple[Carry, ...],
         mask_LB: Bool[Array, "L B"] | None = None,
         train: bool = False,
@@ -345,10 +388,12 @@ class Encoder(nn.Module):
         if self.vocab_size <= 0:
             raise ValueError("model.vocab_size is 0: set it from the tokenizer before init")
         table = self.embedding.astype(resolve_dtype(cfg.dtype))
-        x_LBD = self.dropout(jnp.take(table, tokens_BL.T, axis=0), deterministic=not train)
+        x = Lookup(table, tokens_BL.T)  # the first layer projects the table if smaller
+        if train and cfg.dropout > 0.0:
+            x = self.dropout(x.rows(), deterministic=False)
         carry = init_carry(cfg, tokens_BL.shape[0]) if carry is None else carry
         mask_LB = None if mask_BL is None else jnp.asarray(mask_BL, bool).T
-        return self.stack(x_LBD, carry, mask_LB, train)
+        return self.stack(x, carry, mask_LB, train)
 
 
 # --------------------------------------------------------------------------- models
