@@ -9,7 +9,8 @@ Variants (``--config=experiments/multi30k_lstm.py:NAME``):
             greedy BLEU/chrF of the 1014 validation sentences every 1500 steps;
   additive  the same with Bahdanau (additive) attention;
   tiny      a seconds-long run for tests and smoke checks.
-BLEU on test_2016: ``nlpjax eval --workdir=W --split=test_2016``.
+BLEU on test_2016: ``nlpjax eval --workdir=W --split=test_2016``. Measured with this
+default: 23.55 (chrF 43.46), short of the issue's 30 (experiments/README.md).
 
 The earlier default (Adam 1e-3, dropout 0.3, 1000 steps) reached test BLEU 4.6, and 10.5
 resumed to 3500 steps (7.7 epochs; experiments/README.md). Its training loss sat on the
