@@ -96,7 +96,8 @@ stdout is a terminal (--stream); the rate (tokens/s) goes to stderr at the end.
 Encoder-decoder (seq2seq) workdirs translate instead: --input="TEXT" or --input_file=PATH
 (one input per line, decoded in batches) prints one output per line and nothing else
 (no echo of the input); an empty input line gives an empty output line. They decode
-greedily unless --temperature is given, at most model.max_target_len tokens.
+greedily unless --temperature is given, at most --max_new_tokens tokens (and for a
+T5, at most its model.max_target_len).
 
 examples:
   nlpjax generate --workdir=/tmp/run1 --prompt="ROMEO:" --max_new_tokens=300 \\

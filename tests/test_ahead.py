@@ -38,3 +38,31 @@ def test_a_failed_ahead_compilation_falls_back_and_reports_on_the_call():
     with pytest.raises(TypeError):
         ahead({"x": jnp.ones((2, 3))})
     assert ahead.compiled_calls == 0
+
+
+def test_the_compiling_thread_traces_under_the_callers_context():
+    """The mesh and Flax's axis rules are thread-local: the background trace must run
+    inside the context the loop trains under (``Placement.context``)."""
+    import contextlib
+    import threading
+
+    local, seen = threading.local(), []
+
+    @contextlib.contextmanager
+    def context():
+        local.inside = True
+        try:
+            yield
+        finally:
+            local.inside = False
+
+    def traced(x):
+        seen.append(getattr(local, "inside", False))  # runs at trace time, in the thread
+        return _double(x)
+
+    abstract = {"x": jax.ShapeDtypeStruct((3,), jnp.float32, sharding=ONE)}
+    ahead = AheadCompiled(jax.jit(traced), (abstract,), context=context)
+    assert ahead.wait()
+    assert seen == [True]
+    assert ahead({"x": jnp.arange(3.0)})["y"].tolist() == [0.0, 2.0, 4.0]
+    assert seen == [True]  # the call ran the ahead program: no second trace

@@ -115,8 +115,9 @@ def _train_killed(workdir, kill_at: int, mesh: str):
 
 def test_sigkill_resume_is_bitwise_and_reshards(runs, tmp_path):
     killed = tmp_path / "killed"
-    # Killed when batch 11 is requested: the loop reads one dispatch (2 steps) ahead, so
-    # that is after dispatching steps 9-10, after the (synchronous) step-8 checkpoint.
+    # Killed when batch 11 is requested: the loop reads the next dispatch (2 steps) while
+    # the device trains, so that is after dispatching steps 9-10, after the step-8
+    # checkpoint (at a checkpoint step the save comes before the read).
     _train_killed(killed, kill_at=11, mesh="data:8")
     steps = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 8

@@ -26,10 +26,12 @@ class RNNSeq2SeqDataConfig(Seq2SeqDataConfig):
     """The T5 task's data section, without a task prefix by default, and ``eval_length``.
 
     ``source_length``/``target_length`` are the training rows' widths. A recurrent model
-    has no position limit, so evaluation and ``nlpjax generate`` may read longer sources
-    and decode longer outputs: up to ``eval_length`` tokens each, end id included (0: the
-    training widths). Cutting test sentences to the training widths costs BLEU: 34 of
-    Multi30k's 1000 test_2016 sources and 21 of its references are over 32 tokens.
+    has no position limit, so the translations of evaluation read sources of up to
+    ``max(eval_length, source_length)`` tokens and decode up to ``max(eval_length,
+    target_length)``, end id included (``nlpjax generate``: the same sources, outputs up
+    to ``--max_new_tokens``); the evaluation loss keeps the training widths. Cutting
+    test sentences to the training widths costs BLEU: 34 of Multi30k's 1000 test_2016
+    sources and 21 of its references are over 32 tokens.
     """
 
     prefix: str = ""

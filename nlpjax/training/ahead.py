@@ -8,6 +8,7 @@ compiled signature (another number of steps, a shape the task did not announce) 
 through the jitted function as usual.
 """
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -35,10 +36,19 @@ class AheadCompiled:
     compiled program; any other call runs ``jitted`` (which compiles as usual). If the
     ahead compilation fails, calls fall back to ``jitted``, which raises the error on the
     caller's thread. ``then`` runs in the thread after the compilation (small warm-ups).
+    ``context`` (a context-manager factory, e.g. ``Placement.context``) is entered in the
+    compiling thread: the mesh and Flax's logical axis rules are thread-local, and the
+    program must be traced under the ones the caller trains with.
     """
 
-    def __init__(self, jitted: Callable, abstract_args: tuple, then: Callable | None = None):
-        self.jitted = jitted
+    def __init__(
+        self,
+        jitted: Callable,
+        abstract_args: tuple,
+        then: Callable | None = None,
+        context: Callable = contextlib.nullcontext,
+    ):
+        self.jitted, self._context = jitted, context
         self._signature = signature(abstract_args)
         self._compiled = None
         self.compiled_calls = 0  # calls that ran the ahead-compiled program
@@ -49,7 +59,8 @@ class AheadCompiled:
 
     def _compile(self, abstract_args: tuple, then: Callable | None) -> None:
         try:
-            self._compiled = self.jitted.lower(*abstract_args).compile()
+            with self._context():
+                self._compiled = self.jitted.lower(*abstract_args).compile()
             if then is not None:
                 then()
         except Exception as error:  # noqa: BLE001 (the jitted call reports it)

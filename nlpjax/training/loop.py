@@ -183,8 +183,17 @@ class _Programs:
                 jax.random.fold_in(jax.random.PRNGKey(cfg.eval.seed), 0)
 
             self.multi_step = AheadCompiled(
-                self.multi_step, (run.abstract_state, batches), then=warm_eval_key
+                self.multi_step,
+                (run.abstract_state, batches),
+                then=warm_eval_key,
+                context=placement.context,  # the mesh and axis rules are per thread
             )
+
+    def wait(self) -> None:
+        """Waits for a background compilation, if one was started."""
+        wait = getattr(self.multi_step, "wait", None)  # an AheadCompiled has one
+        if wait is not None:
+            wait()
 
 
 class _Loop:
@@ -256,35 +265,41 @@ class _Loop:
         return [next(self.data_it) for _ in range(min(k - step % k, total - step))]
 
     def train(self, state, start: int) -> tuple[Any, int, dict]:
-        """Dispatches from ``start`` to ``train.steps``. The next dispatch's batches are
-        read while the device runs the current one; checkpoints store the data position
-        of their step (read before that look-ahead)."""
+        """Dispatches from ``start`` to ``train.steps``. Between checkpoints the next
+        dispatch's batches are read while the device runs the current one; at a
+        checkpoint step the save (with the data position of that step) comes first, so a
+        failed read or a stop signal loses no trained step."""
         cfg, total = self.cfg, self.cfg.train.steps
         step, pending, last_good, summary = start, None, self.ckpt.latest_step(), {}
         state = parallel.place_state(self.placement, state, self.state_shardings)
-        host = self.read(step)
         with StopRequest() as stop:
+            host = self.read(step)
             while step < total:
                 n = len(host)
                 state, metrics = self.dispatch(state, host)
                 if pending is not None:
                     self.train_log.flush(pending, last_good)
                 step += n
-                data_state = self.data_it.get_state()  # the data position at `step`
-                host = self.read(step)  # the host reads on while the device trains
+                at_eval = step % cfg.eval.every == 0 or step == total
+                at_ckpt = step % cfg.checkpoint.every == 0 or step == total or stop.signum
+                host = None
+                if not at_ckpt:  # the host reads on while the device trains
+                    host = self.read(step)
                 self.bar.update(n)
                 rates = self.throughput.tick(metrics, n, step % cfg.train.log_every == 0)
                 pending = (metrics, step - n, rates)
-                at_eval = step % cfg.eval.every == 0 or step == total
-                at_ckpt = step % cfg.checkpoint.every == 0 or step == total or stop.signum
                 if at_eval or at_ckpt:
                     self.train_log.flush(pending, last_good)
                     pending = None
-                if at_ckpt:  # first: the asynchronous save writes while the evaluation runs
-                    self.save(state, step, data_state, last=step == total or bool(stop.signum))
+                if at_ckpt:  # before reading on (a failed read loses no step) and before
+                    # the evaluation (the asynchronous save writes while it runs)
+                    last = step == total or bool(stop.signum)
+                    self.save(state, step, self.data_it.get_state(), last=last)
                     last_good = step
                 if at_eval:
                     summary.update(self.evaluate(state, step))
+                if host is None and not stop.signum:
+                    host = self.read(step)
                 if stop.signum:
                     self.bar.write(f"Signal {stop.signum} received: saved step {step}, exiting.")
                     summary["stopped_by_signal"] = int(stop.signum)
@@ -319,6 +334,13 @@ def _train_locked(config: Config, workdir: epath.Path, task_cls: type) -> dict:
         task_cls=task_cls,
         before_init=lambda r: programs.append(_Programs(r)),
     )
+    try:
+        return _train_built(config, workdir, task_cls, placement, run, programs[0])
+    finally:
+        programs[0].wait()  # an early exit does not leave XLA compiling in a thread
+
+
+def _train_built(config, workdir, task_cls, placement, run: Run, programs: "_Programs") -> dict:
     config, task = run.config, run.task
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
     check_microbatches(task.global_batch_size(), placement.data_parallel, config.train.microbatches)
@@ -358,7 +380,7 @@ def _train_locked(config: Config, workdir: epath.Path, task_cls: type) -> dict:
     writer = metrics_lib.MetricWriter(workdir, resume_step=start)
     bar = metrics_lib.progress_bar(config.train.steps, start, config.train.progress)
     try:
-        loop = _Loop(run, programs[0], ckpt, data_it, writer, bar)
+        loop = _Loop(run, programs, ckpt, data_it, writer, bar)
         run.state, final_step, results = loop.train(state, start)
     finally:
         bar.close()
