@@ -30,11 +30,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 EVAL_KEYS = ("eval/loss", "eval/bleu", "eval/chrf")
 
 
-def eval_rows(workdir: str, offset: int = 0) -> list[dict]:
-    """The evaluation rows of a run, steps shifted by ``offset``."""
+def run_metrics(workdir: str) -> list[dict]:
+    """A run's ``metrics.jsonl`` rows; an error naming the workdir when it has none."""
     rows = read_metrics(workdir)
     if not rows:
         raise SystemExit(f"error: no metrics.jsonl in {workdir}: train that run first")
+    return rows
+
+
+def eval_rows(rows: list[dict], offset: int = 0) -> list[dict]:
+    """The evaluation rows among a run's metrics, steps shifted by ``offset``."""
     return [
         {"total_step": r["step"] + offset} | {k: r[k] for k in EVAL_KEYS if k in r}
         for r in rows
@@ -42,20 +47,14 @@ def eval_rows(workdir: str, offset: int = 0) -> list[dict]:
     ]
 
 
-def last_step(workdir: str) -> int:
-    rows = read_metrics(workdir)
-    if not rows:
-        raise SystemExit(f"error: no metrics.jsonl in {workdir}: train that run first")
-    return max(r["step"] for r in rows)
-
-
 def report(pretrain: str, finetune: str, scratch: str) -> dict:
-    offset = last_step(pretrain)
+    pretrain_rows = run_metrics(pretrain)
+    offset = max(r["step"] for r in pretrain_rows)  # the pretraining run's last step
     return {
         "pretrain_steps": offset,
-        "pretrain_eval": eval_rows(pretrain),  # span-corruption loss on validation text
-        "finetune": eval_rows(finetune, offset),
-        "scratch": eval_rows(scratch),
+        "pretrain_eval": eval_rows(pretrain_rows),  # span-corruption loss on validation text
+        "finetune": eval_rows(run_metrics(finetune), offset),
+        "scratch": eval_rows(run_metrics(scratch)),
     }
 
 

@@ -6,6 +6,11 @@ from nlpjax.tasks.base import make_loss_average
 from nlpjax.training import parallel
 
 
+def step_key(seed: int, step: int) -> jax.Array:
+    """The evaluation key at ``step``: ``fold_in(PRNGKey(eval.seed), step)``."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), step)
+
+
 class Evaluation:
     """What the loop (and ``nlpjax eval``) calls to evaluate params: the task's
     ``evaluate`` hook, else the weighted loss average over its ``eval_batches`` (placed
@@ -14,7 +19,7 @@ class Evaluation:
 
     def __init__(self, task, placement: parallel.Placement, seed: int, split="validation"):
         self.task, self.placement, self.split = task, placement, split
-        self.key = jax.random.PRNGKey(seed)
+        self.seed = seed
         self.hook = getattr(task, "evaluate", None)
         if self.hook is None:
             self.host_batches = task.eval_batches(split)
@@ -23,7 +28,7 @@ class Evaluation:
         self.last_metrics: dict = {}
 
     def __call__(self, params, extras: dict) -> dict[str, float]:
-        rng = jax.random.fold_in(self.key, extras.get("step", 0))
+        rng = step_key(self.seed, extras.get("step", 0))
         with self.placement.context():
             if self.hook is not None:
                 return dict(self.hook(params, extras, rng, split=self.split))

@@ -27,7 +27,7 @@ from nlpjax.training import init_from, parallel, resume
 from nlpjax.training import metrics as metrics_lib
 from nlpjax.training.ahead import AheadCompiled
 from nlpjax.training.checkpoint import Checkpointer, check_signature, comparable_signature
-from nlpjax.training.evaluation import Evaluation
+from nlpjax.training.evaluation import Evaluation, step_key
 from nlpjax.training.run import CHECKPOINT_DIR, Run, build_run
 from nlpjax.training.step import (
     check_microbatches,
@@ -179,13 +179,10 @@ class _Programs:
                 for name, s in spec().items()
             }
 
-            def warm_eval_key():  # derived as Evaluation derives it (outside the mesh)
-                jax.random.fold_in(jax.random.PRNGKey(cfg.eval.seed), 0)
-
             self.multi_step = AheadCompiled(
                 self.multi_step,
                 (run.abstract_state, batches),
-                then=warm_eval_key,
+                then=lambda: step_key(cfg.eval.seed, 0),  # compiles the eval key's ops
                 context=placement.context,  # the mesh and axis rules are per thread
             )
 
@@ -282,7 +279,6 @@ class _Loop:
                 step += n
                 at_eval = step % cfg.eval.every == 0 or step == total
                 at_ckpt = step % cfg.checkpoint.every == 0 or step == total or stop.signum
-                host = None
                 if not at_ckpt:  # the host reads on while the device trains
                     host = self.read(step)
                 self.bar.update(n)
@@ -298,7 +294,7 @@ class _Loop:
                     last_good = step
                 if at_eval:
                     summary.update(self.evaluate(state, step))
-                if host is None and not stop.signum:
+                if at_ckpt and not stop.signum:  # read after the save
                     host = self.read(step)
                 if stop.signum:
                     self.bar.write(f"Signal {stop.signum} received: saved step {step}, exiting.")
