@@ -283,3 +283,46 @@ def test_a_dtype_change_that_adds_a_loss_scale_is_refused(workdir, capsys):
     code, _, err = _cli(capsys, workdir, BASE | {"model.dtype": "float16"})
     assert code == 2 and "model.dtype ('auto' -> 'float16')" in err, err
     assert _snapshot(workdir) == before
+
+
+class _SignalAt:
+    """A train iterator that sends this process SIGTERM while batch number ``at`` is read
+    (in the read-ahead of the next dispatch, after the loop decided not to save)."""
+
+    def __init__(self, inner, at: int):
+        self.inner, self.at, self.count = inner, at, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.count += 1
+        if self.count == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next(self.inner)
+
+    def get_state(self):
+        return self.inner.get_state()
+
+    def set_state(self, state):
+        self.inner.set_state(state)
+
+
+def test_a_signal_during_the_read_ahead_is_saved_after_the_next_dispatch(tmp_path, monkeypatch):
+    """Batches 11-15 are read while steps 5-9 train; SIGTERM arrives during that read.
+    The loop trains steps 10-14, saves step 15 (the step it reports) and stops. (It used to
+    report "saved step 10" and exit without saving anything.)"""
+    from nlpjax.tasks.lm import LMTask
+
+    config = load_config(
+        TINY,
+        {"train.steps": 200, "train.steps_per_dispatch": 5, "checkpoint.every": 100,
+         "eval.every": 100, "train.progress": False},
+    )  # fmt: skip
+    reader = LMTask.train_iterator
+    monkeypatch.setattr(LMTask, "train_iterator", lambda self: _SignalAt(reader(self), at=12))
+    summary = train_and_evaluate(config, tmp_path)
+    assert summary["stopped_by_signal"] == signal.SIGTERM
+    assert summary["final_step"] == 15
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [15]
+    assert restore_trained(tmp_path)[1] == 15

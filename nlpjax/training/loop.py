@@ -277,8 +277,11 @@ class _Loop:
                 if pending is not None:
                     self.train_log.flush(pending, last_good)
                 step += n
+                # Read once: a signal that arrives after this point (during the read-ahead
+                # below, say) is acted on after the next dispatch, never half-way.
+                stopping = bool(stop.signum)
                 at_eval = step % cfg.eval.every == 0 or step == total
-                at_ckpt = step % cfg.checkpoint.every == 0 or step == total or stop.signum
+                at_ckpt = step % cfg.checkpoint.every == 0 or step == total or stopping
                 if not at_ckpt:  # the host reads on while the device trains
                     host = self.read(step)
                 self.bar.update(n)
@@ -289,14 +292,14 @@ class _Loop:
                     pending = None
                 if at_ckpt:  # before reading on (a failed read loses no step) and before
                     # the evaluation (the asynchronous save writes while it runs)
-                    last = step == total or bool(stop.signum)
+                    last = step == total or stopping
                     self.save(state, step, self.data_it.get_state(), last=last)
                     last_good = step
                 if at_eval:
                     summary.update(self.evaluate(state, step))
-                if at_ckpt and not stop.signum:  # read after the save
+                if at_ckpt and not stopping:  # read after the save
                     host = self.read(step)
-                if stop.signum:
+                if stopping:
                     self.bar.write(f"Signal {stop.signum} received: saved step {step}, exiting.")
                     summary["stopped_by_signal"] = int(stop.signum)
                     break
