@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from nlpjax import compile_cache
+
 USAGE_ERRORS_EXIT = 2
 DIVERGED_EXIT = 1
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -947,6 +949,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = _parse_overrides(extra, parser) if with_config else {}
         if extra and not with_config:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        compile_cache.enable()  # compiled programs kept for the next run (compile_cache.py)
         return _dispatch(args, overrides)
     except KeyboardInterrupt:  # Ctrl-C before the training loop takes over SIGINT
         ctrl_c.reached_main = True
