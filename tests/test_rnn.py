@@ -397,11 +397,12 @@ def test_tied_lm_has_no_output_layer_and_dropout_acts_only_in_training():
     np.testing.assert_array_equal(run(keys[0], False), run(keys[1], False))
 
 
-@pytest.fixture(scope="module", params=["dot", "additive"])
+@pytest.fixture(scope="module", params=["dot", "additive", "dot+feeding"])
 def seq2seq(request):
+    attention, _, feeding = request.param.partition("+")
     cfg = RNNConfig(
         vocab_size=11, target_vocab_size=13, num_layers=2, d_hidden=D, bidirectional=True,
-        attention=request.param,
+        attention=attention, input_feeding=bool(feeding),
     )  # fmt: skip
     model = RNNSeq2Seq(cfg)
     src = np.asarray(jax.random.randint(jax.random.PRNGKey(5), (B, L), 1, 11))
@@ -433,6 +434,44 @@ def test_step_by_step_decoding_equals_teacher_forcing(seq2seq):
         step_weights.append(w)
     np.testing.assert_allclose(np.concatenate(steps, 1), logits, atol=1e-5)
     np.testing.assert_allclose(np.concatenate(step_weights, 1), weights, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["dot", "additive"])
+def test_input_feeding_with_a_zero_feed_kernel_is_the_decoder_without_feeding(attention):
+    """The feeding decoder's parameters copied into the plain one: with the feed kernel at
+    zero the two models agree at every step; with it, only the first step (whose fed
+    state is zero) still agrees."""
+    kw = {"vocab_size": 11, "target_vocab_size": 13, "num_layers": 2, "d_hidden": D}
+    plain = RNNSeq2Seq(RNNConfig(**kw, bidirectional=True, attention=attention))
+    feeding = RNNSeq2Seq(
+        RNNConfig(**kw, bidirectional=True, attention=attention, input_feeding=True)
+    )
+    src = np.asarray(jax.random.randint(jax.random.PRNGKey(5), (B, L), 1, 11))
+    tgt = np.asarray(jax.random.randint(jax.random.PRNGKey(6), (B, 4), 1, 13))
+    fed = nn.meta.unbox(feeding.init(jax.random.PRNGKey(0), src, tgt, MASK_BL))["params"]
+    fed = jax.tree.map(lambda x: x * 3.0, fed)  # sharper than the initialisation,
+    dec = fed["decoder"]  # and attentional states far from 0 (combine init std 0.02)
+    dec["combine_kernel"] = dec["combine_kernel"] * 10.0
+    as_plain = {
+        "encoder": fed["encoder"], "bridge": fed["bridge"], "head": fed["head"],
+        "decoder": {
+            "embedding": dec["embedding"],
+            "stack": {"layer_0": dec["layer_0"], "layer_1": dec["layer_1"]},
+        },
+        "attention": {"key": dec["key"]},
+        "combine": {"kernel": dec["combine_kernel"]},
+    }  # fmt: skip
+    if attention == "additive":
+        as_plain["attention"].update(query={"kernel": dec["query_kernel"]}, v=dec["v"])
+    want, want_w = plain.apply({"params": as_plain}, src, tgt, MASK_BL)
+    got, got_w = feeding.apply({"params": fed}, src, tgt, MASK_BL)
+    np.testing.assert_allclose(got[:, 0], want[:, 0], atol=1e-6)
+    change = np.abs(np.asarray(got[:, 1:] - want[:, 1:])).max()
+    assert change > 0.05 * np.abs(np.asarray(want)).max()  # the fed state acts
+    zero_feed = {**fed, "decoder": {**dec, "feed_kernel": jnp.zeros_like(dec["feed_kernel"])}}
+    got, got_w = feeding.apply({"params": zero_feed}, src, tgt, MASK_BL)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got_w, want_w, atol=1e-6)
 
 
 @pytest.mark.parametrize(

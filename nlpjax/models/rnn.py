@@ -47,7 +47,8 @@ class RNNConfig(ModelConfig):
     """Shape and options of a recurrent model. ``vocab_size=0`` means "from the tokenizer".
 
     ``num_classes`` is used by the classifier and tagger heads, ``pooling`` by the
-    classifier, ``attention`` and ``target_vocab_size`` by the encoder-decoder.
+    classifier, ``attention``, ``input_feeding`` and ``target_vocab_size`` by the
+    encoder-decoder.
     """
 
     vocab_size: int = 0
@@ -62,6 +63,7 @@ class RNNConfig(ModelConfig):
     pooling: str = "final"  # final | max | mean (classifier)
     attention: str = "dot"  # dot (Luong) | additive (Bahdanau) (encoder-decoder)
     target_vocab_size: int = 0  # encoder-decoder; 0 means vocab_size (a shared vocabulary)
+    input_feeding: bool = False  # encoder-decoder: feed each attentional state to the next step
     dtype: str = "auto"  # compute dtype; the carried state and the gates stay float32
     param_dtype: str = "float32"
     unroll: int = 1  # time steps per scan iteration (speed only)
@@ -254,34 +256,61 @@ class RecurrentLayer(nn.Module):
         carry: Carry,
         mask_LB: Bool[Array, "L B"] | None = None,
     ) -> tuple[Carry, Float[Array, "L B D"]]:
-        d_in, D, G = input_width(x_LBD), self.d_hidden, GATES[self.cell] * self.d_hidden
-        wi = param_with_axes(
-            self, "input_kernel", nn.initializers.lecun_normal(), (d_in, G), ("embed", "mlp"),
-            self.param_dtype,
-        )  # fmt: skip
-        bias = param_with_axes(self, "bias", self._bias_init, (G,), ("mlp",), self.param_dtype)
-        params = {
-            "recurrent_kernel": param_with_axes(
-                self,
-                "recurrent_kernel",
-                nn.initializers.orthogonal(),
-                (D, G),
-                (None, "mlp"),
-                self.param_dtype,
-            ).astype(self.dtype)
-        }
-        if self.cell == "gru":
-            params["recurrent_bias"] = param_with_axes(
-                self, "recurrent_bias", nn.initializers.zeros, (G,), ("mlp",), self.param_dtype
-            )
-        gx_LBG = input_projection(x_LBD, wi.astype(self.dtype), bias)
+        w = cell_weights(self, self.cell, input_width(x_LBD), self.d_hidden, self.param_dtype)
+        params = recurrent_params(w, self.dtype)
+        gx_LBG = input_projection(x_LBD, w["input_kernel"].astype(self.dtype), w["bias"])
         return fused_scan(self.cell, self.reverse, self.unroll, params, carry, gx_LBG, mask_LB)
 
-    def _bias_init(self, key, shape, dtype=jnp.float32):
+
+def cell_weights(module: nn.Module, cell: str, d_in: int, d_hidden: int, param_dtype) -> dict:
+    """Creates one layer's parameters on ``module`` (see ``RecurrentLayer``) and returns
+    them by name: ``input_kernel``, ``bias``, ``recurrent_kernel`` (+ ``recurrent_bias``)."""
+    G = GATES[cell] * d_hidden
+
+    def bias_init(key, shape, dtype=jnp.float32):
         bias = jnp.zeros(shape, dtype)
-        if self.cell == "lstm":  # forget gate open at the start (Gers et al. 2000)
-            bias = bias.at[self.d_hidden : 2 * self.d_hidden].set(1.0)
+        if cell == "lstm":  # forget gate open at the start (Gers et al. 2000)
+            bias = bias.at[d_hidden : 2 * d_hidden].set(1.0)
         return bias
+
+    def make(name, init, shape, axes):
+        return param_with_axes(module, name, init, shape, axes, param_dtype)
+
+    w = {
+        "input_kernel": make(
+            "input_kernel", nn.initializers.lecun_normal(), (d_in, G), ("embed", "mlp")
+        ),
+        "bias": make("bias", bias_init, (G,), ("mlp",)),
+        "recurrent_kernel": make(
+            "recurrent_kernel", nn.initializers.orthogonal(), (d_hidden, G), (None, "mlp")
+        ),
+    }
+    if cell == "gru":
+        w["recurrent_bias"] = make("recurrent_bias", nn.initializers.zeros, (G,), ("mlp",))
+    return w
+
+
+def recurrent_params(w: dict, dtype) -> dict:
+    """The per-step part of ``cell_weights`` that the cells read (recurrent kernel in the
+    compute dtype)."""
+    params = {"recurrent_kernel": w["recurrent_kernel"].astype(dtype)}
+    if "recurrent_bias" in w:
+        params["recurrent_bias"] = w["recurrent_bias"]
+    return params
+
+
+class CellWeights(nn.Module):
+    """Only the parameters of one recurrent layer, for models that run the cell steps in
+    their own loop (the input-feeding decoder of ``models/rnn_seq2seq.py``)."""
+
+    cell: str
+    d_in: int
+    d_hidden: int
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self) -> dict:
+        return cell_weights(self, self.cell, self.d_in, self.d_hidden, self.param_dtype)
 
 
 class Bidirectional(nn.Module):

@@ -102,7 +102,8 @@ class RNNSeq2SeqTask(Seq2SeqTask):
     def flops_per_token(self) -> float:
         """6 x the matmul parameters a token goes through, averaged over the S + T tokens
         of a row: a source token the encoder stack and the attention key projection, a
-        target token the decoder stack, the combine layer and the output layer."""
+        target token the decoder stack (with input feeding, the feed kernel too), the
+        combine layer and the output layer."""
         m, data = self.config.model, self.config.data
         gates = GATES[m.cell] * m.d_hidden
 
@@ -114,6 +115,8 @@ class RNNSeq2SeqTask(Seq2SeqTask):
 
         source = stack(2 if m.bidirectional else 1) + m.output_dim * m.d_hidden
         target = stack(1) + (m.output_dim + m.d_hidden) * m.d_hidden + m.d_hidden * m.vocab_size
+        if m.input_feeding:
+            target += m.d_hidden * gates
         S, T = data.source_length, data.target_length
         return 6.0 * (S * source + T * target) / (S + T)
 
