@@ -14,9 +14,11 @@ chosen otherwise:
 - ``NLPJAX_COMPILATION_CACHE=DIR``: the cache lives in DIR;
 - otherwise ``$XDG_CACHE_HOME/nlpjax/xla`` (``~/.cache/nlpjax/xla``).
 
-Programs that compile in at least ``MIN_COMPILE_SECONDS`` are stored; the directory is
-kept under ``MAX_BYTES`` by JAX, which deletes the least recently used entries. The Python
-API (``nlpjax.api``) leaves JAX's configuration to the caller.
+Programs that compile in at least ``MIN_COMPILE_SECONDS`` are stored. The directory has
+JAX's default size (no limit): ``JAX_COMPILATION_CACHE_MAX_SIZE=BYTES`` caps it, with the
+least recently used entries deleted first (JAX needs the ``filelock`` package for that,
+which nlpjax does not install). The Python API (``nlpjax.api``) leaves JAX's
+configuration to the caller.
 """
 
 import os
@@ -26,7 +28,6 @@ from collections.abc import Mapping, MutableMapping
 ENV = "NLPJAX_COMPILATION_CACHE"
 OFF = ("0", "off", "none", "false", "no")
 MIN_COMPILE_SECONDS = 0.1
-MAX_BYTES = 2 * 1024**3
 
 
 def cache_dir(environ: Mapping[str, str]) -> str | None:
@@ -57,11 +58,9 @@ def enable(environ: MutableMapping[str, str] = os.environ) -> str | None:
     if jax is None:
         environ["JAX_COMPILATION_CACHE_DIR"] = path
         environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(MIN_COMPILE_SECONDS))
-        environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(MAX_BYTES))
         return path
     if jax.config.jax_compilation_cache_dir:
         return None
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
-    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     return path
