@@ -171,7 +171,14 @@ def _loss_and_grads(cfg, params, tokens):
     return jax.jit(jax.value_and_grad(loss))(params)
 
 
-@pytest.mark.parametrize("remat", ["full", "dots_saveable", "dots_with_no_batch_dims_saveable"])
+@pytest.mark.parametrize(
+    "remat",
+    [
+        "full",
+        "dots_saveable",
+        pytest.param("dots_with_no_batch_dims_saveable", marks=pytest.mark.slow),  # test-all
+    ],
+)
 def test_remat_gives_identical_gradients_and_really_recomputes(reference, tokens, remat):
     cfg, params, _ = reference
     rematted = dataclasses.replace(cfg, remat=remat)

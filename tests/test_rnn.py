@@ -436,7 +436,7 @@ def test_step_by_step_decoding_equals_teacher_forcing(seq2seq):
     np.testing.assert_allclose(np.concatenate(step_weights, 1), weights, atol=1e-6)
 
 
-@pytest.mark.parametrize("attention", ["dot", "additive"])
+@pytest.mark.parametrize("attention", ["dot", pytest.param("additive", marks=pytest.mark.slow)])
 def test_input_feeding_with_a_zero_feed_kernel_is_the_decoder_without_feeding(attention):
     """The feeding decoder's parameters copied into the plain one: with the feed kernel at
     zero the two models agree at every step; with it, only the first step (whose fed

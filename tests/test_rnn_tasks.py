@@ -292,7 +292,9 @@ def seq2seq():
     return model, params, source
 
 
-@pytest.mark.parametrize("attention", ["dot", "additive"])
+@pytest.mark.parametrize(
+    "attention", ["dot", pytest.param("additive", marks=pytest.mark.slow)]
+)  # the searches do not depend on the score; the additive step is tested in test_rnn.py
 def test_greedy_search_equals_rerunning_the_model_on_each_prefix(attention):
     cfg = RNNConfig(vocab_size=13, num_layers=1, d_hidden=8, attention=attention)
     model = RNNSeq2Seq(cfg)
