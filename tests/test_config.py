@@ -202,3 +202,26 @@ def test_keys_a_file_leaves_out_take_their_defaults_and_can_be_overridden(tmp_pa
     assert config.data.tokenizer.min_count == 3
     with pytest.raises(ConfigError, match="unknown config key 'train.init_frm'"):
         load_config(str(path), {"train.init_frm": "x"})
+
+
+def _experiment_variants() -> list[str]:
+    """``FILE:VARIANT`` for every variant every experiment config file declares."""
+    import importlib.util
+
+    specs = []
+    for path in sorted((REPO / "experiments").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"_exp_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if hasattr(module, "get_config"):  # the rest are scripts (reports, sweeps)
+            specs += [f"{path}:{name}" for name in getattr(module, "VARIANTS", {"default": 0})]
+    return specs
+
+
+def test_every_variant_of_every_experiment_loads():
+    """A variant that sets a key its base config lacks fails here, not at the user's run."""
+    specs = _experiment_variants()
+    assert len(specs) > 20
+    for spec in specs:
+        config = load_config(spec)
+        assert config.task in TASKS, spec
