@@ -68,7 +68,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nlpjax import api, cli  # noqa: E402
-from nlpjax.compile_cache import MIN_COMPILE_SECONDS  # noqa: E402
+from nlpjax.compile_cache import jax_settings  # noqa: E402
 from nlpjax.data.special_tokens import NUM_SPECIAL  # noqa: E402
 from nlpjax.evaluation import word_vectors as wvec  # noqa: E402
 from nlpjax.tasks.common import split_documents  # noqa: E402
@@ -175,10 +175,7 @@ def run_nlpjax(args, extra: list[str], workdir: Path) -> tuple[float, dict]:
 def compilation_cache(directory: str):
     """JAX's persistent compilation cache in ``directory`` (the command's settings,
     ``nlpjax/compile_cache.py``), the previous settings restored on exit."""
-    keys = {
-        "jax_compilation_cache_dir": directory,
-        "jax_persistent_cache_min_compile_time_secs": MIN_COMPILE_SECONDS,
-    }
+    keys = jax_settings(directory)
     before = {key: getattr(jax.config, key) for key in keys}
     for key, value in keys.items():
         jax.config.update(key, value)

@@ -61,6 +61,14 @@ def enable(environ: MutableMapping[str, str] = os.environ) -> str | None:
         return path
     if jax.config.jax_compilation_cache_dir:
         return None
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    for key, value in jax_settings(path).items():
+        jax.config.update(key, value)
     return path
+
+
+def jax_settings(path: str) -> dict:
+    """The ``jax.config`` values of the command's cache in ``path``."""
+    return {
+        "jax_compilation_cache_dir": path,
+        "jax_persistent_cache_min_compile_time_secs": MIN_COMPILE_SECONDS,
+    }

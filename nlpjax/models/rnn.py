@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from nlpjax.errors import ConfigError
 from nlpjax.models.layers import Dense, param_with_axes
 from nlpjax.models.model_config import ModelConfig
-from nlpjax.models.rnn_fused import batch_layout, fused_scan
+from nlpjax.models.rnn_fused import batch_layout, dot_f32, fused_scan
 from nlpjax.precision import DTYPE_CHOICES, DTYPES, resolve_dtype
 from nlpjax.types import Array, Bool, Float, Int
 
@@ -110,7 +110,7 @@ class RNNConfig(ModelConfig):
 def lstm_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
     """c' = f*c + i*g, h' = o*tanh(c'); gates (i, f, g, o) from x @ Wi + b + h @ Wh."""
     c_BD, h_BD = carry
-    g_BG = gx_BG + _recurrent(params["recurrent_kernel"], h_BD)
+    g_BG = gx_BG + dot_f32(h_BD, params["recurrent_kernel"])
     i, f, g, o = jnp.split(g_BG, 4, axis=-1)
     c_BD = jax.nn.sigmoid(f) * c_BD + jax.nn.sigmoid(i) * jnp.tanh(g)
     return c_BD, jax.nn.sigmoid(o) * jnp.tanh(c_BD)
@@ -120,7 +120,7 @@ def gru_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
     """r, z from x and h; n = tanh(x Win + b_in + r * (h Whn + b_hn)); h' = (1-z) n + z h."""
     (h_BD,) = carry
     gh_BG = (
-        _recurrent(params["recurrent_kernel"], h_BD)
+        dot_f32(h_BD, params["recurrent_kernel"])
         + params["recurrent_bias"].astype(jnp.float32)[None, :]
     )
     xr, xz, xn = jnp.split(gx_BG, 3, axis=-1)
@@ -133,7 +133,7 @@ def gru_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
 def elman_step(params: dict, carry: Carry, gx_BG: Float[Array, "B G"]) -> Carry:
     """h' = tanh(x Wi + b + h Wh)."""
     (h_BD,) = carry
-    return (jnp.tanh(gx_BG + _recurrent(params["recurrent_kernel"], h_BD)),)
+    return (jnp.tanh(gx_BG + dot_f32(h_BD, params["recurrent_kernel"])),)
 
 
 CELLS: dict[str, Callable[[dict, Carry, jax.Array], Carry]] = {
@@ -141,11 +141,6 @@ CELLS: dict[str, Callable[[dict, Carry, jax.Array], Carry]] = {
     "gru": gru_step,
     "elman": elman_step,
 }
-
-
-def _recurrent(wh_DG: jax.Array, h_BD: jax.Array) -> jax.Array:
-    """h @ Wh in the weights' dtype, accumulated and returned in float32."""
-    return jnp.dot(h_BD.astype(wh_DG.dtype), wh_DG, preferred_element_type=jnp.float32)
 
 
 def zero_carry(cell: str, batch: int, d_hidden: int) -> Carry:
@@ -378,6 +373,27 @@ def final_hidden(cfg: RNNConfig, carry: tuple[Carry, ...]) -> Float[Array, "B D"
     return last[-1]
 
 
+def embedding_table(module: nn.Module, vocab_size: int, cfg: RNNConfig) -> jax.Array:
+    """Creates a token embedding (V, embed_dim) on ``module``: N(0, ``EMBED_STD``), see
+    ``Encoder``."""
+    shape = (max(vocab_size, 1), cfg.embed_dim)
+    init = nn.initializers.normal(EMBED_STD)
+    return param_with_axes(
+        module, "embedding", init, shape, ("vocab", "embed"), DTYPES[cfg.param_dtype]
+    )
+
+
+def token_input(
+    table_VE: Float[Array, "V E"], tokens_BL: Int[Array, "B L"], dropout: nn.Dropout, train: bool
+) -> "Float[Array, 'L B E'] | Lookup":
+    """A first layer's input, time-major: a ``Lookup`` (the layer projects the table when
+    it is the smaller side), or the gathered rows after dropout when training with it."""
+    x = Lookup(table_VE, tokens_BL.T)
+    if train and dropout.rate > 0.0:
+        return dropout(x.rows(), deterministic=False)
+    return x
+
+
 class Encoder(nn.Module):
     """Token embedding and a recurrent stack: tokens (B, L) -> (carry, outputs (L, B, D)).
 
@@ -394,14 +410,7 @@ class Encoder(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.embedding = param_with_axes(
-            self,
-            "embedding",
-            nn.initializers.normal(EMBED_STD),
-            (max(self.vocab_size, 1), cfg.embed_dim),
-            ("vocab", "embed"),
-            DTYPES[cfg.param_dtype],
-        )
+        self.embedding = embedding_table(self, self.vocab_size, cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.stack = RNNStack(cfg)
 
@@ -416,10 +425,9 @@ class Encoder(nn.Module):
         chex.assert_rank(tokens_BL, 2)
         if self.vocab_size <= 0:
             raise ValueError("model.vocab_size is 0: set it from the tokenizer before init")
-        table = self.embedding.astype(resolve_dtype(cfg.dtype))
-        x = Lookup(table, tokens_BL.T)  # the first layer projects the table if smaller
-        if train and cfg.dropout > 0.0:
-            x = self.dropout(x.rows(), deterministic=False)
+        x = token_input(
+            self.embedding.astype(resolve_dtype(cfg.dtype)), tokens_BL, self.dropout, train
+        )
         carry = init_carry(cfg, tokens_BL.shape[0]) if carry is None else carry
         mask_LB = None if mask_BL is None else jnp.asarray(mask_BL, bool).T
         return self.stack(x, carry, mask_LB, train)

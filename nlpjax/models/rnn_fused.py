@@ -27,7 +27,8 @@ def batch_layout(carry: tuple) -> tuple:
     return tuple(nn.with_logical_constraint(x, ("act_batch", None)) for x in carry)
 
 
-def _dot(a, b):
+def dot_f32(a, b):
+    """a @ b in b's (the weights') dtype, accumulated and returned in float32."""
     return jnp.dot(a.astype(b.dtype), b, preferred_element_type=F32)
 
 
@@ -37,7 +38,7 @@ def _dot(a, b):
 
 def _lstm_fwd(params, carry, gx_BG):
     c_BD, h_BD = carry
-    i, f, g, o = jnp.split(gx_BG + _dot(h_BD, params["recurrent_kernel"]), 4, axis=-1)
+    i, f, g, o = jnp.split(gx_BG + dot_f32(h_BD, params["recurrent_kernel"]), 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c_new = f * c_BD + i * g
     tanh_c = jnp.tanh(c_new)
@@ -53,13 +54,13 @@ def _lstm_bwd(params, res, d_carry):
          dh * tanh_c * o * (1 - o)],
         axis=-1,
     )  # fmt: skip
-    return (dc * f, _dot(d_gates, params["recurrent_kernel"].T)), d_gates, None
+    return (dc * f, dot_f32(d_gates, params["recurrent_kernel"].T)), d_gates, None
 
 
 def _gru_fwd(params, carry, gx_BG):
     (h_BD,) = carry
     hr, hz, hn = jnp.split(
-        _dot(h_BD, params["recurrent_kernel"]) + params["recurrent_bias"].astype(F32)[None, :],
+        dot_f32(h_BD, params["recurrent_kernel"]) + params["recurrent_bias"].astype(F32)[None, :],
         3,
         axis=-1,
     )
@@ -77,19 +78,19 @@ def _gru_bwd(params, res, d_carry):
     dz_pre = dh * (h_prev - n) * z * (1.0 - z)
     d_gx = jnp.concatenate([dr_pre, dz_pre, dn_pre], axis=-1)
     d_gh = jnp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=-1)
-    return (dh * z + _dot(d_gh, params["recurrent_kernel"].T),), d_gx, d_gh
+    return (dh * z + dot_f32(d_gh, params["recurrent_kernel"].T),), d_gx, d_gh
 
 
 def _elman_fwd(params, carry, gx_BG):
     (h_BD,) = carry
-    h_new = jnp.tanh(gx_BG + _dot(h_BD, params["recurrent_kernel"]))
+    h_new = jnp.tanh(gx_BG + dot_f32(h_BD, params["recurrent_kernel"]))
     return (h_new,), (h_new,)
 
 
 def _elman_bwd(params, res, d_carry):
     (h_new,) = res
     d_pre = d_carry[0] * (1.0 - h_new**2)
-    return (_dot(d_pre, params["recurrent_kernel"].T),), d_pre, None
+    return (dot_f32(d_pre, params["recurrent_kernel"].T),), d_pre, None
 
 
 FUSED = {

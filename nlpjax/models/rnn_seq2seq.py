@@ -23,19 +23,19 @@ from nlpjax.errors import ConfigError
 from nlpjax.models.layers import Dense, default_kernel_init, param_with_axes
 from nlpjax.models.rnn import (
     CELLS,
-    EMBED_STD,
     GATES,
     Carry,
     CellWeights,
     Encoder,
-    Lookup,
     RNNConfig,
+    embedding_table,
     final_hidden,
     input_projection,
     recurrent_params,
+    token_input,
     zero_carry,
 )
-from nlpjax.models.rnn_fused import batch_layout
+from nlpjax.models.rnn_fused import batch_layout, dot_f32
 from nlpjax.precision import DTYPES, resolve_dtype
 from nlpjax.types import Array, Bool, Float, Int
 
@@ -136,10 +136,7 @@ class FeedingDecoder(nn.Module):
         def param(name, init, shape, axes=("embed", "mlp")):
             return param_with_axes(self, name, init, shape, axes, pdt)
 
-        table_shape = (max(self.vocab_size, 1), cfg.embed_dim)
-        embedding = param(
-            "embedding", nn.initializers.normal(EMBED_STD), table_shape, ("vocab", "embed")
-        )
+        embedding = embedding_table(self, self.vocab_size, cfg)
         layers = [
             CellWeights(cfg.cell, cfg.embed_dim if i == 0 else D, D, pdt, name=f"layer_{i}")()
             for i in range(n)
@@ -152,10 +149,8 @@ class FeedingDecoder(nn.Module):
             query_DD = param("query_kernel", default_kernel_init, (D, D)).astype(dtype)
             v_D = param("v", nn.initializers.normal(D**-0.5), (D,), ("mlp",))
 
-        x = Lookup(embedding.astype(dtype), tokens_BT.T)
+        x = token_input(embedding.astype(dtype), tokens_BT, nn.Dropout(cfg.dropout), train)
         dropout = train and cfg.dropout > 0.0
-        if dropout:
-            x = nn.Dropout(cfg.dropout)(x.rows(), deterministic=False)
         gx_TBG = input_projection(x, layers[0]["input_kernel"].astype(dtype), layers[0]["bias"])
         masks = None  # (n, T, B, D): [0] the attentional state, [i] layer i's input
         if dropout:
@@ -167,24 +162,21 @@ class FeedingDecoder(nn.Module):
         rec = [recurrent_params(w, dtype) for w in layers]
         step = CELLS[cfg.cell]
 
-        def dot(a, b):
-            return jnp.dot(a.astype(b.dtype), b, preferred_element_type=jnp.float32)
-
         def body(state, xs):
             carries, feed_BD = state
             g_BG, m = xs
-            g_BG = g_BG + dot(feed_BD, feed_DG)
+            g_BG = g_BG + dot_f32(feed_BD, feed_DG)
             new = []
             for i in range(n):
                 if i > 0:
                     h_BD = new[-1][-1] if m is None else new[-1][-1] * m[i]
-                    g_BG = dot(h_BD, wi[i]) + layers[i]["bias"].astype(jnp.float32)[None, :]
+                    g_BG = dot_f32(h_BD, wi[i]) + layers[i]["bias"].astype(jnp.float32)[None, :]
                 new.append(batch_layout(step(rec[i], carries[i], g_BG)))
             h_BD = new[-1][-1]
-            q_B1D = (h_BD if query_DD is None else dot(h_BD, query_DD))[:, None, :]
+            q_B1D = (h_BD if query_DD is None else dot_f32(h_BD, query_DD))[:, None, :]
             ctx_B1E, w_B1S = attend(q_B1D.astype(dtype), keys_BSD, memory_BSE, mask_BS, v_D, dtype)
             both = jnp.concatenate([ctx_B1E[:, 0], h_BD.astype(dtype)], axis=-1)
-            att_BD = jnp.tanh(dot(both, combine))
+            att_BD = jnp.tanh(dot_f32(both, combine))
             if m is not None:
                 att_BD = att_BD * m[0]
             (att_BD,) = batch_layout((att_BD,))
