@@ -113,6 +113,7 @@ VARIANTS = {
     "default": {},
     "additive": {"model.attention": "additive"},
     "feeding": {"model.input_feeding": True},
+    "large": {"model.d_hidden": 512, "model.dropout": 0.3},
     "tiny": {
         "model.d_embed": 32,
         "model.d_hidden": 32,

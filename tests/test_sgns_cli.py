@@ -1,5 +1,7 @@
 """`nlpjax neighbors` and `nlpjax export --to=word2vec[-binary]` on a word2vec workdir."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -40,7 +42,8 @@ def test_neighbors_of_several_words(workdir, capsys):
     unit = wv.unit()
     king = unit[wv.words.index("king")]
     best = [w for w in np.array(wv.words)[np.argsort(-(unit @ king))] if w != "king"][:10]
-    listed = [item.rsplit(" ", 1)[0] for item in out[0].split(": ", 1)[1].split(", ")]
+    # "word cosine" items joined by ", " (a word may end with a comma itself)
+    listed = re.findall(r"(\S+) -?\d+\.\d{3}(?:, |$)", out[0].split(": ", 1)[1])
     assert listed == best  # the 10 highest cosines, itself excluded
 
 

@@ -145,3 +145,44 @@ def test_generate_is_refused_with_a_clear_error(trained, capsys):
     code = cli.main(["generate", f"--workdir={workdir}", "--prompt=king"])
     err = capsys.readouterr().err
     assert code == 2 and "error:" in err and "nlpjax eval" in err and "Traceback" not in err
+
+
+def test_the_tables_are_filled_on_the_host_like_the_jitted_init_and_sharded():
+    from nlpjax.config import ParallelConfig
+    from nlpjax.training import parallel
+
+    layout = ParallelConfig(devices=4, mesh="data:2,tensor:2")
+    placement = parallel.build_placement(layout)
+    config = api.load_config(TINY)
+    run = api.build_run(config, placement=placement)
+    state, abstract = run.state, run.abstract_state
+    for table in ("center", "context"):  # placed as the abstract state (rows over the mesh)
+        assert state.params[table].sharding == abstract.params[table].sharding
+        assert state.params[table].shape == abstract.params[table].shape
+    center = np.asarray(state.params["center"])
+    dim = config.model.embed_dim
+    assert np.abs(center).max() <= 0.5 / dim and not np.asarray(state.params["context"]).any()
+    jitted = np.asarray(run.task.init(jax.random.PRNGKey(0))["params"]["center"].unbox())
+    # the same distribution as the flax init (uniform in +-0.5/E: std 1 / (E sqrt 12))
+    np.testing.assert_allclose(center.std(), jitted.std(), rtol=0.05)
+    np.testing.assert_allclose(center.std(), 1 / (dim * np.sqrt(12)), rtol=0.05)
+    assert int(state.opt_state["count"]) == 0 and int(state.step) == 0
+    again = api.build_run(config, placement=placement).state.params["center"]
+    np.testing.assert_array_equal(np.asarray(again), center)  # from the seed
+    other = api.build_run(api.load_config(TINY, {"seed": 1}))
+    assert not np.array_equal(np.asarray(other.state.params["center"]), center)
+
+
+def test_host_tables_of_the_wrong_shape_are_refused_naming_the_table(monkeypatch):
+    from nlpjax.tasks.sgns import SGNSTask
+
+    right = SGNSTask.host_init
+
+    def wrong(self, seed):
+        tables = right(self, seed)
+        return tables | {"context": tables["context"][:, :3]}
+
+    monkeypatch.setattr(SGNSTask, "host_init", wrong)
+    wanted = r"host_init gives params\['context'\] as float32\[\d+, 3\]"
+    with pytest.raises(ValueError, match=wanted):
+        api.build_run(api.load_config(TINY))

@@ -67,6 +67,15 @@ def test_word_vocabulary_min_count_max_size_unk_and_counts():
         WordTokenizer.from_texts(["a b"], min_count=2)
 
 
+def test_word_lines_encode_at_once_as_one_by_one():
+    tok = WordTokenizer.from_texts(["The cat sat", "the dog"], lowercase=True)
+    lines = ["the CAT sat  on", "", "a dog", "\tthe\n"]
+    ids, lengths = tok.encode_lines(lines)
+    assert ids.dtype == np.int32 and lengths.tolist() == [4, 0, 2, 1]
+    np.testing.assert_array_equal(ids, np.concatenate([tok.encode(line) for line in lines]))
+    assert tok.encode_lines([])[0].shape == (0,)
+
+
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
 def test_sentencepiece_trained_from_a_split(english_lines, model_type, tmp_path):
     cfg = TokenizerConfig(

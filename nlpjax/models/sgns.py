@@ -88,6 +88,14 @@ class SGNS(nn.Module):
         return center, context
 
 
+def host_tables(config: SGNSConfig, seed: int) -> dict[str, np.ndarray]:
+    """``SGNS``'s initial tables drawn on the host: center as ``center_init`` (from
+    numpy's generator seeded by ``seed``, so not the same draws), context zeros."""
+    shape = (config.vocab_size, config.embed_dim)
+    center = (np.random.default_rng(seed).random(shape, np.float32) - 0.5) / shape[-1]
+    return {"center": center, "context": np.zeros(shape, np.float32)}
+
+
 # -- the token stream on the device -----------------------------------------------------
 
 

@@ -23,6 +23,9 @@ default, so a task written against version 1 keeps working:
   a task whose config decides its batch shape; the loop then compiles the training step
   in a background thread while the host reads the data (default: compiled at the first
   dispatch);
+- ``host_init(seed)``: the initial params as host (numpy) arrays, for a task whose
+  params are large, simply filled tables (word2vec's): the trainer places them instead
+  of compiling a jitted ``init`` (default: ``init`` under ``jax.jit``);
 - a carry with a batch axis: ``init_carry`` leaves boxed with logical names whose first is
   ``"batch"`` (``carry_leaf``); the loop shards them with the batch, splits them per device
   under pmap, checkpoints them whole and threads them through consecutive batches.
@@ -122,6 +125,11 @@ class Task(Protocol):
         """One global training batch's arrays (shape and dtype), known from the config
         alone; the loop compiles its step from it before the first batch is read. A task
         whose batch shapes depend on the data leaves it out."""
+
+    def host_init(self, seed: int) -> Params:
+        """``init``'s params (unboxed: the same tree, shapes and dtypes) as host arrays
+        drawn from ``seed``; the trainer places them with the params' shardings and builds
+        the rest of the state around them, so no table-sized init is compiled."""
 
     def global_batch_size(self) -> int:
         """Examples per training step over all hosts (must split over data parallelism)."""

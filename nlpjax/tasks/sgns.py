@@ -168,9 +168,8 @@ class SGNSTask:
             docs = self._train_docs if split == "train" and self._train_docs else None
             docs = docs or self._documents(split)
             lines = [line for doc in docs for line in doc.splitlines() if line.strip()]
-            encoded = [self.tokenizer.encode(line) for line in lines]
-            ids = np.concatenate(encoded) if encoded else np.zeros(0, np.int32)
-            numbers = np.repeat(np.arange(1, len(encoded) + 1), [len(e) for e in encoded])
+            ids, lengths = self.tokenizer.encode_lines(lines)
+            numbers = np.repeat(np.arange(1, len(lines) + 1), lengths)
             trained = self.keep_V[ids] > 0
             self._streams[split] = ids[trained].astype(np.int32), numbers[trained].astype(np.int32)
         return self._streams[split]
@@ -221,6 +220,11 @@ class SGNSTask:
 
     def init(self, rng) -> Any:
         return sgns.SGNS(self.config.model).init(rng)
+
+    def host_init(self, seed: int) -> dict[str, np.ndarray]:
+        """The tables ``init`` describes, filled on the host (numpy, seeded by ``seed``):
+        the trainer places them instead of compiling a table-sized init."""
+        return sgns.host_tables(self.config.model, seed)
 
     def init_carry(self) -> dict:
         return {}

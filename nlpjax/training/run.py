@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from etils import epath
 
 from nlpjax.config import Config, ParallelConfig, from_json
@@ -78,9 +79,31 @@ def build_run(
     if before_init is not None:
         before_init(run)
     with placement.context():
-        init = jax.jit(init_fn, out_shardings=parallel.shardings_of(abstract_state))
-        run.state = init(jax.random.PRNGKey(config.seed))
+        out = parallel.shardings_of(abstract_state)
+        host_init = getattr(task, "host_init", None)
+        if host_init is None:
+            run.state = jax.jit(init_fn, out_shardings=out)()
+        else:  # the tables come in placed; the program adds the rest of the state
+            params = place_host_params(task, host_init(config.seed), abstract_state.params)
+            run.state = jax.jit(init_fn, out_shardings=out, donate_argnums=0)(params)
     return run
+
+
+def place_host_params(task, params, abstract_params):
+    """The task's ``host_init`` parameters (host arrays) placed with ``abstract_params``'
+    shardings; a shape or dtype other than ``init``'s is a ``ValueError``."""
+
+    def place(path, value, target):
+        value = np.asarray(value)
+        if value.shape != target.shape or value.dtype != target.dtype:
+            name = f"params{jax.tree_util.keystr(path)}"
+            raise ValueError(
+                f"{type(task).__name__}.host_init gives {name} as {value.dtype}"
+                f"{list(value.shape)}; its init gives {target.dtype}{list(target.shape)}"
+            )
+        return jax.make_array_from_callback(value.shape, target.sharding, lambda i: value[i])
+
+    return jax.tree_util.tree_map_with_path(place, params, abstract_params)
 
 
 def task_optimizer(task) -> tuple[Any, Any]:
@@ -95,28 +118,32 @@ def task_optimizer(task) -> tuple[Any, Any]:
 def abstract_train_state(task, tx, seed: int, placement: parallel.Placement):
     """(init function, abstract TrainState with target shardings) without allocating.
 
-    The carry is checked against the carry contract (``tasks.base.check_carry``): its
-    leaves are laid out like the batch.
+    ``init(params=None)`` gives the initial state (to jit): the task's ``init`` from
+    ``seed``, or the given (unboxed) params with the rest of the state around them. The
+    key is made inside it (an eager ``PRNGKey`` would compile a program of its own). The
+    carry is checked against the carry contract (``tasks.base.check_carry``): its leaves
+    are laid out like the batch.
     """
 
-    def init_boxed(rng):  # params keep their logical-axis boxes; opt_state mirrors them
-        params = task.init(rng)["params"]
+    def init_boxed(params=None):  # task.init's params keep their logical-axis boxes
+        rng = jax.random.PRNGKey(seed)
+        params = task.init(rng)["params"] if params is None else params
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            opt_state=tx.init(params),
+            opt_state=tx.init(params),  # mirrors the params' boxes
             rng=jax.random.fold_in(rng, 1),
             carry=task.init_carry(),
         )
 
-    abstract_boxed = jax.eval_shape(init_boxed, jax.random.PRNGKey(seed))
+    abstract_boxed = jax.eval_shape(init_boxed)
     check_carry(abstract_boxed.carry, task.global_batch_size())
     abstract = nn.meta.unbox(abstract_boxed)
     shardings = parallel.state_shardings(placement, nn.get_partition_spec(abstract_boxed), abstract)
     abstract_state = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    return (lambda rng: nn.meta.unbox(init_boxed(rng))), abstract_state
+    return (lambda params=None: nn.meta.unbox(init_boxed(params))), abstract_state
 
 
 def load_workdir_config(workdir: str | epath.PathLike, tasks: Mapping[str, type]) -> Config:
