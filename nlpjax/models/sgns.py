@@ -640,7 +640,10 @@ def _positive_bwd(window, residuals, g):
     v_KBE, u_KQE, coef_KBQ, length = residuals
     coef_KBQ = coef_KBQ * g
     dv_KBE = jnp.einsum("kbq,kqe->kbe", coef_KBQ, u_KQE)
-    du_KQE = jnp.einsum("kbq,kbe->kqe", coef_KBQ, v_KBE)
+    # contracted over the block's centers with the coefficients transposed first: XLA:CPU
+    # then runs it as the other two (a batched matmul without a transposed operand), about
+    # 13% of a step faster than contracting axis 1 of both (benchmarks/README.md)
+    du_KQE = jnp.einsum("kqb,kbe->kqe", jnp.swapaxes(coef_KBQ, 1, 2), v_KBE)
     dv_LE = dv_KBE.reshape(-1, v_KBE.shape[-1])[:length]
     return dv_LE, _unblocked_context(du_KQE, length, window), None
 
