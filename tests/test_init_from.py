@@ -78,6 +78,7 @@ def test_a_source_that_does_not_fit_is_refused(source, tmp_path, capsys, spec, e
     assert message.format(source=source) in err[0]
     assert sorted(p.name for p in (source / "checkpoints").iterdir()) == before
     assert not (workdir / "config.json").exists() and not (workdir / "tokenizer.json").exists()
+    assert not (workdir / "checkpoints").exists()  # no empty directory left behind
 
 
 def test_another_vocabulary_of_the_same_size_is_refused(tmp_path):
