@@ -199,11 +199,7 @@ def _synthetic_run(args, vocab: int, extra: list[str]):
     tx, lr = task.make_optimizer(config)
     multi_step = make_multi_step(make_train_step(task, tx, lr))
     rng = np.random.default_rng(args.seed)
-    shape = (vocab, config.model.embed_dim)
-    params = {  # word2vec's init with numpy (a 1M-row init through flax is slow to compile)
-        "center": (rng.random(shape, np.float32) - 0.5) / shape[1],
-        "context": np.zeros(shape, np.float32),
-    }
+    params = task.host_init(args.seed)  # the task's numpy init, as the trainer places it
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
