@@ -32,6 +32,12 @@ def test_multi30k_splits_are_aligned_pairs():
         assert val[i] == {"de": de[i], "en": en[i]}
     test = sources.open_text(MULTI30K, "test_2016")
     assert test[999]["en"] == _lines("test_2016_flickr.en.gz")[999]
+    assert val.read_all() == [val[i] for i in range(len(val))]  # one batched read
+
+
+def test_read_all_of_a_source_without_batched_reads_is_item_by_item():
+    rows = [{"text": b"caf\xc3\xa9"}, {"text": "plain"}]
+    assert sources.TextSource(rows, ["text"]).read_all() == [{"text": "café"}, {"text": "plain"}]
 
 
 def test_user_text_files_named_by_a_config_value(tmp_path):

@@ -296,8 +296,7 @@ class RNNClassifierTask(_ArraysTask):
 
     def _examples(self, split: str) -> list[dict[str, str]]:
         data = self.config.data
-        source = sources.open_text(data.dataset, split, data.tfds_data_dir)
-        return [source[i] for i in range(len(source))]
+        return sources.open_text(data.dataset, split, data.tfds_data_dir).read_all()
 
     def _texts(self, split: str) -> list[str]:
         return [ex["text"] for ex in self._examples(split)]

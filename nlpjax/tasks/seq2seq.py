@@ -129,13 +129,13 @@ class Seq2SeqTask:
 
     def _tokenizer_texts(self) -> list[str]:
         pairs = open_text(self.config.data.dataset, "train", self.config.data.tfds_data_dir)
-        return [pairs[i][f] for i in range(len(pairs)) for f in self.fields]
+        return [row[f] for row in pairs.read_all() for f in self.fields]
 
     def pairs(self, split: str) -> list[tuple[str, str]]:
         """The split's (source, target) texts with a target, in order."""
         source = open_text(self.config.data.dataset, split, self.config.data.tfds_data_dir)
         src, tgt = self.fields
-        pairs = [(source[i][src], source[i][tgt]) for i in range(len(source))]
+        pairs = [(row[src], row[tgt]) for row in source.read_all()]
         return [(s, t) for s, t in pairs if t.strip()]
 
     def check_split(self, split: str) -> seq2seq_pipeline.PairStats:
@@ -143,10 +143,10 @@ class Seq2SeqTask:
         sources are cut to ``data.source_length``; with ``data.too_long=error`` an over-long
         source is a ``DataError`` naming it. Once per split."""
         data = self.config.data
-        pairs = open_text(data.dataset, split, data.tfds_data_dir)
+        rows = open_text(data.dataset, split, data.tfds_data_dir).read_all()
         src, tgt = self.fields
-        sources = [data.prefix + pairs[i][src] for i in range(len(pairs))]
-        targets = [pairs[i][tgt] for i in range(len(pairs))]
+        sources = [data.prefix + row[src] for row in rows]
+        targets = [row[tgt] for row in rows]
         stats = seq2seq_pipeline.pair_stats(
             sources, targets, self.tokenizer.encode_batch, data.source_length
         )
@@ -159,7 +159,7 @@ class Seq2SeqTask:
                 stats.total,
             )
         if stats.too_long and data.too_long == "error":
-            first = pairs[stats.first_too_long][src]
+            first = rows[stats.first_too_long][src]
             raise DataError(
                 f"{where}: {stats.too_long} of {stats.total} sources are longer than "
                 f"data.source_length={data.source_length} tokens (prefix and end id included; "
