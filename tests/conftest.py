@@ -68,6 +68,8 @@ SLOW_VARIANTS = {
     # test_microbatches_equal_the_whole_batch stays; this adds the 8-device fsdp+tensor mesh
     "tests/test_accel_train.py::"
     "test_fsdp_tensor_mesh_has_no_full_rematerialization_and_microbatches_match",
+    # test_cli.py's generate tests and test_api's own generate tests stay
+    "tests/test_api.py::test_generate_equals_the_cli",
 }
 
 

@@ -76,10 +76,10 @@ def _from_scratch(model, params, tokens_L) -> np.ndarray:
     return np.asarray(_APPLY[id(model)](params, jnp.asarray(tokens_L)[None]))
 
 
-# make test keeps the learned-sink case (the plain one runs with make test-all: the
-# 10-minute budget); n_sink=0 against window and the one-layer eviction tests cover the
-# plain cache path in make test.
-@pytest.mark.parametrize("sink_token", [pytest.param(False, marks=pytest.mark.slow), True])
+# Both cases run with make test-all (make test's 10-minute budget); n_sink=0 against
+# window and the one-layer eviction tests cover the cache path in make test.
+@pytest.mark.slow
+@pytest.mark.parametrize("sink_token", [False, True])
 def test_sink_window_equals_dense_until_the_first_eviction(sink_token, tokens):
     model, params = _model(2, sink_token=sink_token)
     n_sink, window = 3, 7  # 10 tokens fit; a learned sink token sits in front of them
