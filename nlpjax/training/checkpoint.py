@@ -126,6 +126,7 @@ class Checkpointer:
     def __init__(self, directory: epath.PathLike, cfg: CheckpointConfig):
         path = epath.Path(directory)
         self.directory = path if "://" in str(path) else path.absolute()  # local or gs://
+        self._created = not self.directory.exists()  # the manager below creates it
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.max_to_keep,
             enable_async_checkpointing=cfg.async_save,
@@ -224,3 +225,10 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+    def close_unused(self) -> None:
+        """``close``, then removes the directory if this checkpointer created it and
+        nothing was saved in it (process 0): a refused run leaves no trace."""
+        self.close()
+        if self._created and jax.process_index() == 0 and not any(self.directory.iterdir()):
+            self.directory.rmdir()

@@ -343,9 +343,7 @@ def _train_built(config, workdir, task_cls, placement, run: Run, programs: "_Pro
     config, task = run.config, run.task
     parallel.check_batch(task.global_batch_size(), placement.data_parallel)
     check_microbatches(task.global_batch_size(), placement.data_parallel, config.train.microbatches)
-    ckpt_dir = workdir / CHECKPOINT_DIR
-    new_dir = not ckpt_dir.exists()
-    ckpt = Checkpointer(ckpt_dir, config.checkpoint)
+    ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint)
     try:
         _check_workdir(workdir, run, ckpt)
         resumed = ckpt.latest_step() is not None
@@ -364,9 +362,7 @@ def _train_built(config, workdir, task_cls, placement, run: Run, programs: "_Pro
             print(f"Resumed from step {step0} in {workdir}")
             _report_changes(saved, config, changes, step0, workdir)
     except BaseException:  # refused before anything was saved
-        ckpt.close()
-        if new_dir and jax.process_index() == 0 and not any(ckpt_dir.iterdir()):
-            ckpt_dir.rmdir()  # the workdir is left as it was found
+        ckpt.close_unused()  # the workdir is left as it was found
         raise
     if not resumed and jax.process_index() == 0:
         task.save_assets(workdir)
