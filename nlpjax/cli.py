@@ -562,10 +562,14 @@ def _writable_dir(path: str, flag: str) -> None:
 
 
 def config_changes(spec: str, config) -> list[str]:
-    """``KEY OLD -> NEW`` for every key where ``config`` differs from the file's values."""
-    from nlpjax.config import flat_keys, load_config_file
+    """``KEY OLD -> NEW`` for every key where ``config`` differs from the file's values
+    (keys the file leaves out compare with their defaults)."""
+    from nlpjax import TASKS
+    from nlpjax.config import fill_defaults, flat_keys, load_config_file
 
-    defaults, resolved = load_config_file(spec).to_dict(), config.to_dict()
+    file_config = load_config_file(spec)
+    fill_defaults(file_config, TASKS)
+    defaults, resolved = file_config.to_dict(), config.to_dict()
 
     def get(tree, key):
         for part in key.split("."):
