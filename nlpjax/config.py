@@ -96,12 +96,40 @@ class TrainConfig:
     peak_tflops: float = 0.0  # per-device peak for MFU; 0 = from the table of known chips
     microbatches: int = 1  # gradient accumulation: the batch runs as k sequential parts
     init_from: str = ""  # WORKDIR[:STEP]: a new run starts from that checkpoint's params
+    # XLA compiler options for the training programs (jit mode): "name=value,name=value"
+    xla_options: str = ""
 
     def __post_init__(self):
         _check(self.steps > 0, f"train.steps must be > 0, got {self.steps}")
         _check(self.microbatches > 0, f"train.microbatches must be > 0, got {self.microbatches}")
         _check(self.log_every > 0, "train.log_every must be > 0")
         _check(self.steps_per_dispatch > 0, "train.steps_per_dispatch must be > 0")
+        parse_xla_options(self.xla_options)  # a malformed list is a ConfigError here
+
+
+def parse_xla_options(text: str) -> dict[str, bool | int | str]:
+    """``train.xla_options`` as the ``compiler_options`` of ``jax.jit``: comma-separated
+    ``name=value`` pairs (XLA's DebugOptions field names, without dashes); ``true`` /
+    ``false`` become booleans and integers ints, the rest stays text (enum values are
+    written as XLA names them, e.g. ``LIBRARY_FUSION_TYPE_DOT``). Whether XLA accepts a
+    name and value is checked when the training program is built."""
+    options: dict[str, bool | int | str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = (x.strip() for x in item.partition("="))
+        _check(
+            bool(sep and name and value) and not name.startswith("-"),
+            f"train.xla_options: {item!r} is not name=value (write e.g. "
+            "'xla_cpu_use_onednn=true,xla_cpu_experimental_onednn_fusion_type="
+            "LIBRARY_FUSION_TYPE_DOT', without the dashes of XLA_FLAGS)",
+        )
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            options[name] = lowered == "true"
+        elif value.lstrip("-").isdigit():
+            options[name] = int(value)
+        else:
+            options[name] = value
+    return options
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from nlpjax.config import Config
+from nlpjax.config import Config, parse_xla_options
 from nlpjax.data.pipeline import stack_batches
 from nlpjax.errors import TrainingDiverged
 from nlpjax.training import init_from, parallel, resume
@@ -160,14 +160,25 @@ class _Programs:
         train_step = make_train_step(
             task, run.tx, run.schedule, axis_name=axis, microbatches=cfg.train.microbatches
         )
+        options = parse_xla_options(cfg.train.xla_options)
+        parallel.check_compiler_options(options)
         self.multi_step = parallel.compile_steps(
-            placement, scan_steps(train_step), run.state_shardings, "batch"
+            placement,
+            scan_steps(train_step),
+            run.state_shardings,
+            "batch",
+            compiler_options=options,
         )
         # Batches of varying shapes (length buckets): once a second shape is seen, every
         # dispatch scans train.steps_per_dispatch steps, padded with inactive ones, so
         # each shape compiles once.
         self.masked_step = parallel.compile_steps(
-            placement, scan_masked_steps(train_step), run.state_shardings, "batch", masked=True
+            placement,
+            scan_masked_steps(train_step),
+            run.state_shardings,
+            "batch",
+            masked=True,
+            compiler_options=options,
         )
         spec = getattr(task, "batch_spec", None)
         if spec is not None and placement.mode == "jit":

@@ -251,18 +251,42 @@ def put_eval_batches(placement: Placement, batches: dict) -> dict:
     return put_batches(placement, batches)
 
 
+def check_compiler_options(options: dict) -> None:
+    """Refuses XLA compiler options the backend does not take (an unknown name, a value
+    of the wrong kind), by compiling a one-operation program with them: a ConfigError
+    before the training program is traced, not a failure in the compiling thread."""
+    if not options:
+        return
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=options).lower(jnp.zeros(())).compile()
+    except jax.errors.JaxRuntimeError as e:
+        reason = str(e).splitlines()[0].removeprefix("INVALID_ARGUMENT: ")
+        raise ConfigError(
+            f"train.xla_options: {reason} (names are XLA DebugOptions fields, enum values "
+            "as XLA spells them, e.g. xla_cpu_experimental_onednn_fusion_type="
+            "LIBRARY_FUSION_TYPE_DOT)"
+        ) from None
+
+
 def compile_steps(
     placement: Placement,
     multi_step: Callable,
     shardings: Any,
     axis_name: str = "batch",
     masked: bool = False,
+    compiler_options: dict | None = None,
 ):
     """jit or pmap of ``multi_step(state, batches)``; ``shardings`` are the state's (jit).
 
     ``masked``: ``multi_step(state, batches, active)`` with a per-step bool mask (the
-    same on every device)."""
+    same on every device). ``compiler_options``: XLA options for the jit program
+    (``config.parse_xla_options``); pmap takes none."""
     if placement.mode == "pmap":
+        if compiler_options:
+            raise ConfigError(
+                "train.xla_options applies to parallel.mode=jit; pmap compiles with XLA's "
+                "defaults (set XLA_FLAGS in the environment instead)"
+            )
         return jax.pmap(
             multi_step,
             axis_name=axis_name,
@@ -276,6 +300,7 @@ def compile_steps(
         in_shardings=(shardings, None, replicated) if masked else (shardings, None),
         out_shardings=(shardings, replicated),
         donate_argnums=0,
+        compiler_options=compiler_options or None,
     )
 
 
