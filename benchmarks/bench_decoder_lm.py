@@ -1,7 +1,7 @@
 """Training-step speed: nlpjax decoder LM against the same model in PyTorch eager.
 
     .venv/bin/python benchmarks/bench_decoder_lm.py [--steps=50] [--rounds=5]
-        [--steps_per_dispatch=10] [--json=results.json]
+        [--steps_per_dispatch=10] [--xla_options=NAME=VALUE,...] [--json=results.json]
 
 Both sides train the char LM of ``experiments/shakespeare_char.py`` (4 layers, width 128,
 context 64, batch 12, vocab 65) on random tokens: nlpjax through its real training step
@@ -38,9 +38,11 @@ import torch  # noqa: E402
 import torch_decoder  # noqa: E402
 
 from nlpjax.api import load_config  # noqa: E402
+from nlpjax.config import parse_xla_options  # noqa: E402
 from nlpjax.models.decoder import Decoder, flops_per_token  # noqa: E402
 from nlpjax.tasks.lm import LMTask  # noqa: E402
 from nlpjax.training.optim import make_optimizer, make_schedule  # noqa: E402
+from nlpjax.training.parallel import check_compiler_options  # noqa: E402
 from nlpjax.training.state import TrainState  # noqa: E402
 from nlpjax.training.step import make_multi_step, make_train_step  # noqa: E402
 
@@ -160,7 +162,8 @@ def write_json(path: str, results: dict) -> None:
 
 
 def build_jax(config, tokens: np.ndarray, steps_per_dispatch: int):
-    """(run(n_dispatches) -> last loss, params) for the real nlpjax training step."""
+    """(run(n_dispatches) -> last loss, params) for the real nlpjax training step, compiled
+    with the config's ``train.xla_options`` as the trainer does."""
     task = SyntheticLMTask(config, VOCAB)
     schedule = make_schedule(config.optim, config.train.steps)
     tx = make_optimizer(config.optim, schedule)
@@ -173,7 +176,11 @@ def build_jax(config, tokens: np.ndarray, steps_per_dispatch: int):
         carry=task.init_carry(),
     )
     init_params = jax.tree_util.tree_map(np.asarray, params)
-    multi_step = make_multi_step(make_train_step(task, tx, schedule))
+    options = parse_xla_options(config.train.xla_options)
+    check_compiler_options(options)
+    multi_step = make_multi_step(
+        make_train_step(task, tx, schedule), compiler_options=options or None
+    )
     batches = {"tokens": jnp.asarray(tokens[:steps_per_dispatch])}
     holder = {"state": state}
 
@@ -230,12 +237,19 @@ def main(argv=None) -> dict:
         help="torch.optim.AdamW(fused=True) (faster on this CPU) or its default implementation",
     )
     parser.add_argument("--torch_threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--xla_options",
+        default=None,
+        help="train.xla_options for nlpjax's step (default: the config's), e.g. "
+        "xla_cpu_use_onednn=true,xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_DOT",
+    )
     parser.add_argument("--skip_peak", action="store_true", help="no matmul peak / MFU")
     parser.add_argument("--json", default="", help="write the results to this file")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.torch_threads)
-    config = load_config(args.config)
+    overrides = {} if args.xla_options is None else {"train.xla_options": args.xla_options}
+    config = load_config(args.config, overrides)
     k = args.steps_per_dispatch or config.train.steps_per_dispatch
     dispatches = max(1, -(-args.steps // k))  # whole dispatches
     steps = dispatches * k
@@ -246,7 +260,8 @@ def main(argv=None) -> dict:
 
     print(
         f"jax {jax.__version__} ({jax.devices()[0].platform}, XLA_FLAGS="
-        f"{os.environ.get('XLA_FLAGS', '')!r}), torch {torch.__version__} "
+        f"{os.environ.get('XLA_FLAGS', '')!r}, train.xla_options="
+        f"{config.train.xla_options!r}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads, {args.torch_adamw} AdamW), {os.cpu_count()} CPUs"
     )
     print(
@@ -287,6 +302,7 @@ def main(argv=None) -> dict:
         "flops_per_token": fpt,
         "jax_compile_s": compile_s,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "xla_options": config.train.xla_options,
         "torch_threads": torch.get_num_threads(),
         "torch_adamw": args.torch_adamw,
         "matmul_peak_gflops": None
