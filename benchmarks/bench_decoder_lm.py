@@ -38,11 +38,10 @@ import torch  # noqa: E402
 import torch_decoder  # noqa: E402
 
 from nlpjax.api import load_config  # noqa: E402
-from nlpjax.config import parse_xla_options  # noqa: E402
 from nlpjax.models.decoder import Decoder, flops_per_token  # noqa: E402
 from nlpjax.tasks.lm import LMTask  # noqa: E402
 from nlpjax.training.optim import make_optimizer, make_schedule  # noqa: E402
-from nlpjax.training.parallel import check_compiler_options  # noqa: E402
+from nlpjax.training.parallel import compiler_options  # noqa: E402
 from nlpjax.training.state import TrainState  # noqa: E402
 from nlpjax.training.step import make_multi_step, make_train_step  # noqa: E402
 
@@ -176,10 +175,9 @@ def build_jax(config, tokens: np.ndarray, steps_per_dispatch: int):
         carry=task.init_carry(),
     )
     init_params = jax.tree_util.tree_map(np.asarray, params)
-    options = parse_xla_options(config.train.xla_options)
-    check_compiler_options(options)
     multi_step = make_multi_step(
-        make_train_step(task, tx, schedule), compiler_options=options or None
+        make_train_step(task, tx, schedule),
+        compiler_options=compiler_options(config.train.xla_options) or None,
     )
     batches = {"tokens": jnp.asarray(tokens[:steps_per_dispatch])}
     holder = {"state": state}

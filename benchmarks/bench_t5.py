@@ -169,9 +169,13 @@ def check_decay_sets(params, model) -> None:
 
 
 def build_nlpjax(run, host_batches: list[dict]):
-    """(run_dispatch(state) -> (state, losses), placed batches) with the trainer's step."""
+    """(run_dispatch(state) -> (state, losses), placed batches) with the trainer's step
+    (compiled with ``train.xla_options`` as the trainer does)."""
     train_step = make_train_step(run.task, run.tx, run.schedule)
-    multi_step = parallel.compile_steps(run.placement, scan_steps(train_step), run.state_shardings)
+    options = parallel.compiler_options(run.config.train.xla_options)
+    multi_step = parallel.compile_steps(
+        run.placement, scan_steps(train_step), run.state_shardings, compiler_options=options
+    )
     with run.placement.context():
         batches = parallel.put_batches(run.placement, pipeline.stack_batches(host_batches))
 

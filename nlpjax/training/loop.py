@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from nlpjax.config import Config, parse_xla_options
+from nlpjax.config import Config
 from nlpjax.data.pipeline import stack_batches
 from nlpjax.errors import TrainingDiverged
 from nlpjax.training import init_from, parallel, resume
@@ -160,8 +160,7 @@ class _Programs:
         train_step = make_train_step(
             task, run.tx, run.schedule, axis_name=axis, microbatches=cfg.train.microbatches
         )
-        options = parse_xla_options(cfg.train.xla_options)
-        parallel.check_compiler_options(options)
+        options = parallel.compiler_options(cfg.train.xla_options)
         self.multi_step = parallel.compile_steps(
             placement,
             scan_steps(train_step),

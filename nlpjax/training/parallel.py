@@ -21,7 +21,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nlpjax.config import ParallelConfig
+from nlpjax.config import ParallelConfig, parse_xla_options
 from nlpjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,14 @@ def put_eval_batches(placement: Placement, batches: dict) -> dict:
     if placement.mode == "pmap":
         return jax.device_put(batches, placement.devices[0])
     return put_batches(placement, batches)
+
+
+def compiler_options(xla_options: str) -> dict:
+    """``train.xla_options`` parsed (``config.parse_xla_options``) and checked against the
+    backend: the ``compiler_options`` for ``compile_steps``."""
+    options = parse_xla_options(xla_options)
+    check_compiler_options(options)
+    return options
 
 
 def check_compiler_options(options: dict) -> None:
