@@ -252,19 +252,14 @@ def put_eval_batches(placement: Placement, batches: dict) -> dict:
 
 
 def compiler_options(xla_options: str) -> dict:
-    """``train.xla_options`` parsed (``config.parse_xla_options``) and checked against the
-    backend: the ``compiler_options`` for ``compile_steps``."""
+    """``train.xla_options`` parsed (``config.parse_xla_options``) into the
+    ``compiler_options`` for ``compile_steps``, checked against the backend by compiling a
+    one-operation program with them: an unknown name or a value of the wrong kind is a
+    ConfigError before the training program is traced, not a failure in the compiling
+    thread."""
     options = parse_xla_options(xla_options)
-    check_compiler_options(options)
-    return options
-
-
-def check_compiler_options(options: dict) -> None:
-    """Refuses XLA compiler options the backend does not take (an unknown name, a value
-    of the wrong kind), by compiling a one-operation program with them: a ConfigError
-    before the training program is traced, not a failure in the compiling thread."""
     if not options:
-        return
+        return options
     try:
         jax.jit(lambda x: x + 1, compiler_options=options).lower(jnp.zeros(())).compile()
     except jax.errors.JaxRuntimeError as e:
@@ -274,6 +269,7 @@ def check_compiler_options(options: dict) -> None:
             "as XLA spells them, e.g. xla_cpu_experimental_onednn_fusion_type="
             "LIBRARY_FUSION_TYPE_DOT)"
         ) from None
+    return options
 
 
 def compile_steps(
@@ -288,7 +284,7 @@ def compile_steps(
 
     ``masked``: ``multi_step(state, batches, active)`` with a per-step bool mask (the
     same on every device). ``compiler_options``: XLA options for the jit program
-    (``config.parse_xla_options``); pmap takes none."""
+    (``compiler_options(train.xla_options)``); pmap takes none."""
     if placement.mode == "pmap":
         if compiler_options:
             raise ConfigError(
