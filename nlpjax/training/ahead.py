@@ -35,7 +35,7 @@ class AheadCompiled:
     Calling it with arguments of that signature waits for the compilation and runs the
     compiled program; any other call runs ``jitted`` (which compiles as usual). If the
     ahead compilation fails, calls fall back to ``jitted``, which raises the error on the
-    caller's thread. ``then`` runs in the thread after the compilation (small warm-ups).
+    caller's thread.
     ``context`` (a context-manager factory, e.g. ``Placement.context``) is entered in the
     compiling thread: the mesh and Flax's logical axis rules are thread-local, and the
     program must be traced under the ones the caller trains with.
@@ -45,7 +45,6 @@ class AheadCompiled:
         self,
         jitted: Callable,
         abstract_args: tuple,
-        then: Callable | None = None,
         context: Callable = contextlib.nullcontext,
     ):
         self.jitted, self._context = jitted, context
@@ -53,16 +52,14 @@ class AheadCompiled:
         self._compiled = None
         self.compiled_calls = 0  # calls that ran the ahead-compiled program
         self._thread = threading.Thread(
-            target=self._compile, args=(abstract_args, then), name="nlpjax-compile", daemon=True
+            target=self._compile, args=(abstract_args,), name="nlpjax-compile", daemon=True
         )
         self._thread.start()
 
-    def _compile(self, abstract_args: tuple, then: Callable | None) -> None:
+    def _compile(self, abstract_args: tuple) -> None:
         try:
             with self._context():
                 self._compiled = self.jitted.lower(*abstract_args).compile()
-            if then is not None:
-                then()
         except Exception as error:  # noqa: BLE001 (the jitted call reports it)
             log.debug("ahead-of-time compilation failed: %s", error)
 

@@ -4,11 +4,13 @@ import jax
 
 from nlpjax.tasks.base import make_loss_average
 from nlpjax.training import parallel
+from nlpjax.training.state import seed_key
 
 
 def step_key(seed: int, step: int) -> jax.Array:
-    """The evaluation key at ``step``: ``fold_in(PRNGKey(eval.seed), step)``."""
-    return jax.random.fold_in(jax.random.PRNGKey(seed), step)
+    """The evaluation key at ``step``: ``fold_in(PRNGKey(eval.seed), step)``, made on the
+    host (``state.seed_key``: nothing to compile before the first evaluation)."""
+    return seed_key(seed, step)
 
 
 class Evaluation:

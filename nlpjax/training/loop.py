@@ -27,7 +27,7 @@ from nlpjax.training import init_from, parallel, resume
 from nlpjax.training import metrics as metrics_lib
 from nlpjax.training.ahead import AheadCompiled
 from nlpjax.training.checkpoint import Checkpointer, check_signature, comparable_signature
-from nlpjax.training.evaluation import Evaluation, step_key
+from nlpjax.training.evaluation import Evaluation
 from nlpjax.training.run import CHECKPOINT_DIR, Run, build_run
 from nlpjax.training.step import (
     check_microbatches,
@@ -151,7 +151,7 @@ class _Programs:
     ``multi_step`` for a full dispatch (``train.steps_per_dispatch`` steps, or
     ``train.steps`` when fewer) compiles in a background thread
     (``ahead.AheadCompiled``) while the host initialises, reads the data and opens the
-    writers, and the evaluation's key derivation is compiled after it.
+    writers.
     """
 
     def __init__(self, run: Run):
@@ -192,7 +192,6 @@ class _Programs:
             self.multi_step = AheadCompiled(
                 self.multi_step,
                 (run.abstract_state, batches),
-                then=lambda: step_key(cfg.eval.seed, 0),  # compiles the eval key's ops
                 context=placement.context,  # the mesh and axis rules are per thread
             )
 
