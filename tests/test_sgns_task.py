@@ -167,6 +167,17 @@ def test_the_tables_are_filled_on_the_host_like_the_jitted_init_and_sharded():
     np.testing.assert_allclose(center.std(), jitted.std(), rtol=0.05)
     np.testing.assert_allclose(center.std(), 1 / (dim * np.sqrt(12)), rtol=0.05)
     assert int(state.opt_state["count"]) == 0 and int(state.step) == 0
+    # the rest of the state is made on the host too: the jitted init's key, every leaf
+    # placed as the abstract state says
+    want_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+    np.testing.assert_array_equal(np.asarray(state.rng), np.asarray(want_key))
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    for (path, leaf), target in zip(leaves, jax.tree_util.tree_leaves(abstract), strict=True):
+        assert (leaf.shape, leaf.dtype, leaf.sharding) == (
+            target.shape,
+            target.dtype,
+            target.sharding,
+        ), jax.tree_util.keystr(path)
     again = api.build_run(config, placement=placement).state.params["center"]
     np.testing.assert_array_equal(np.asarray(again), center)  # from the seed
     other = api.build_run(api.load_config(TINY, {"seed": 1}))

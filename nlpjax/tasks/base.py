@@ -24,8 +24,9 @@ default, so a task written against version 1 keeps working:
   in a background thread while the host reads the data (default: compiled at the first
   dispatch);
 - ``host_init(seed)``: the initial params as host (numpy) arrays, for a task whose
-  params are large, simply filled tables (word2vec's): the trainer places them instead
-  of compiling a jitted ``init`` (default: ``init`` under ``jax.jit``);
+  params are large, simply filled tables (word2vec's): the trainer makes the whole initial
+  state on the host and places it instead of compiling a jitted ``init`` (default:
+  ``init`` under ``jax.jit``);
 - a carry with a batch axis: ``init_carry`` leaves boxed with logical names whose first is
   ``"batch"`` (``carry_leaf``); the loop shards them with the batch, splits them per device
   under pmap, checkpoints them whole and threads them through consecutive batches.
@@ -128,8 +129,9 @@ class Task(Protocol):
 
     def host_init(self, seed: int) -> Params:
         """``init``'s params (unboxed: the same tree, shapes and dtypes) as host arrays
-        drawn from ``seed``; the trainer places them with the params' shardings and builds
-        the rest of the state around them, so no table-sized init is compiled."""
+        drawn from ``seed``. The trainer makes the rest of the state around them on the host
+        (``run.host_state``: the optimizer's ``init`` and ``init_carry`` should give host
+        arrays too) and places it with the state's shardings, so no init is compiled."""
 
     def global_batch_size(self) -> int:
         """Examples per training step over all hosts (must split over data parallelism)."""

@@ -287,8 +287,8 @@ class SGNSTask:
         schedule = sgns.linear_lr(config.train.steps, lr, lr * config.optim.min_lr_ratio)
         self.schedule = schedule
 
-        def init(params):
-            return {"count": jnp.zeros((), jnp.int32)}
+        def init(params):  # a host array: the trainer places the state made on the host
+            return {"count": np.zeros((), np.int32)}
 
         return optax.GradientTransformation(init, None), schedule
 

@@ -21,7 +21,7 @@ from nlpjax.training import parallel
 from nlpjax.training.checkpoint import Checkpointer
 from nlpjax.training.optim import make_tx
 from nlpjax.training.resume import CONFIG_FILE
-from nlpjax.training.state import TrainState, count_params
+from nlpjax.training.state import TrainState, count_params, seed_key
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -79,31 +79,44 @@ def build_run(
     if before_init is not None:
         before_init(run)
     with placement.context():
-        out = parallel.shardings_of(abstract_state)
-        host_init = getattr(task, "host_init", None)
-        if host_init is None:
+        if getattr(task, "host_init", None) is None:
+            out = parallel.shardings_of(abstract_state)
             run.state = jax.jit(init_fn, out_shardings=out)()
-        else:  # the tables come in placed; the program adds the rest of the state
-            params = place_host_params(task, host_init(config.seed), abstract_state.params)
-            run.state = jax.jit(init_fn, out_shardings=out, donate_argnums=0)(params)
+        else:  # made on the host and placed: no program to compile before the first step
+            run.state = place_host_state(task, host_state(task, tx, config.seed), abstract_state)
     return run
 
 
-def place_host_params(task, params, abstract_params):
-    """The task's ``host_init`` parameters (host arrays) placed with ``abstract_params``'
-    shardings; a shape or dtype other than ``init``'s is a ``ValueError``."""
+def host_state(task, tx, seed: int) -> TrainState:
+    """The initial state of a task with ``host_init``, made on the host: its params,
+    ``tx.init`` of them, step 0 and the key ``fold_in(PRNGKey(seed), 1)`` (bitwise what the
+    jitted init makes, test: tests/test_sgns_task.py). The task's ``tx.init`` and
+    ``init_carry`` should give host arrays too: an eager jax op compiles a program."""
+    params = task.host_init(seed)
+    return TrainState(
+        step=np.zeros((), np.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=seed_key(seed, 1),
+        carry=task.init_carry(),
+    )
+
+
+def place_host_state(task, state: TrainState, abstract_state) -> TrainState:
+    """``state`` (host arrays) placed with ``abstract_state``'s shardings; a leaf of
+    another shape or dtype than ``init``'s is a ``ValueError`` naming its path."""
 
     def place(path, value, target):
         value = np.asarray(value)
         if value.shape != target.shape or value.dtype != target.dtype:
-            name = f"params{jax.tree_util.keystr(path)}"
+            name = jax.tree_util.keystr(path).lstrip(".")
             raise ValueError(
                 f"{type(task).__name__}.host_init gives {name} as {value.dtype}"
                 f"{list(value.shape)}; its init gives {target.dtype}{list(target.shape)}"
             )
         return jax.make_array_from_callback(value.shape, target.sharding, lambda i: value[i])
 
-    return jax.tree_util.tree_map_with_path(place, params, abstract_params)
+    return jax.tree_util.tree_map_with_path(place, state, abstract_state)
 
 
 def task_optimizer(task) -> tuple[Any, Any]:
@@ -118,16 +131,15 @@ def task_optimizer(task) -> tuple[Any, Any]:
 def abstract_train_state(task, tx, seed: int, placement: parallel.Placement):
     """(init function, abstract TrainState with target shardings) without allocating.
 
-    ``init(params=None)`` gives the initial state (to jit): the task's ``init`` from
-    ``seed``, or the given (unboxed) params with the rest of the state around them. The
+    ``init()`` gives the initial state (to jit): the task's ``init`` from ``seed``. The
     key is made inside it (an eager ``PRNGKey`` would compile a program of its own). The
     carry is checked against the carry contract (``tasks.base.check_carry``): its leaves
     are laid out like the batch.
     """
 
-    def init_boxed(params=None):  # task.init's params keep their logical-axis boxes
+    def init_boxed():  # task.init's params keep their logical-axis boxes
         rng = jax.random.PRNGKey(seed)
-        params = task.init(rng)["params"] if params is None else params
+        params = task.init(rng)["params"]
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -143,7 +155,7 @@ def abstract_train_state(task, tx, seed: int, placement: parallel.Placement):
     abstract_state = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    return (lambda params=None: nn.meta.unbox(init_boxed(params))), abstract_state
+    return (lambda: nn.meta.unbox(init_boxed())), abstract_state
 
 
 def load_workdir_config(workdir: str | epath.PathLike, tasks: Mapping[str, type]) -> Config:
