@@ -102,6 +102,32 @@ def test_train_prints_its_config_overrides(char_run):
     ]
 
 
+def test_train_and_eval_freeze_the_imported_heap_once(monkeypatch, capsys, tmp_path):
+    import gc
+
+    frozen = gc.get_freeze_count()
+    gc.unfreeze()
+    try:
+        cli._freeze_imports()
+        count = gc.get_freeze_count()
+        assert count > 10_000  # the imported modules (about 180,000 objects)
+        made_after = [[] for _ in range(10)]  # tracked objects made after the freeze
+        cli._freeze_imports()
+        assert gc.get_freeze_count() == count and made_after  # once per process
+    finally:
+        gc.unfreeze()
+        if frozen:
+            gc.freeze()
+    calls = []
+    monkeypatch.setattr(cli, "_freeze_imports", lambda: calls.append(1))
+    refused = ["train", f"--config={TINY}", f"--workdir={tmp_path}", "--config.x=1"]
+    code, _, err = _cli(capsys, *refused)
+    assert code == 2 and "error:" in err  # refused after the freeze, before training
+    code, _, _ = _cli(capsys, "eval", f"--workdir={tmp_path / 'none'}")
+    assert code == 2
+    assert calls == [1, 1]
+
+
 # -- item 15: eval --split, --step, bits per character / byte ------------------------------
 
 
