@@ -589,14 +589,19 @@ def config_changes(spec: str, config) -> list[str]:
     return changes
 
 
+_imports_frozen = False
+
+
 def _freeze_imports() -> None:
     """Once per process: takes every object made so far (mostly the modules a command has
     just imported: jax, flax, orbax, the tasks; about 180,000 objects) out of the cyclic
     garbage collector's full collections, which otherwise walk them all each time (a
     word2vec run made two of about 0.1 s each, benchmarks/README.md). Modules live as long
     as the process; reference counting still frees the rest."""
-    if not gc.get_freeze_count():
+    global _imports_frozen
+    if not _imports_frozen:  # (gc.get_freeze_count walks the frozen objects)
         gc.freeze()
+        _imports_frozen = True
 
 
 def cmd_train(args, overrides) -> int:

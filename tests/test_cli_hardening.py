@@ -107,6 +107,7 @@ def test_train_and_eval_freeze_the_imported_heap_once(monkeypatch, capsys, tmp_p
 
     frozen = gc.get_freeze_count()
     gc.unfreeze()
+    monkeypatch.setattr(cli, "_imports_frozen", False)
     try:
         cli._freeze_imports()
         count = gc.get_freeze_count()
