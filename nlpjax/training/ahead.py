@@ -50,6 +50,7 @@ class AheadCompiled:
         self.jitted, self._context = jitted, context
         self._signature = signature(abstract_args)
         self._compiled = None
+        self._lowered = threading.Event()
         self.compiled_calls = 0  # calls that ran the ahead-compiled program
         self._thread = threading.Thread(
             target=self._compile, args=(abstract_args,), name="nlpjax-compile", daemon=True
@@ -59,9 +60,19 @@ class AheadCompiled:
     def _compile(self, abstract_args: tuple) -> None:
         try:
             with self._context():
-                self._compiled = self.jitted.lower(*abstract_args).compile()
+                lowered = self.jitted.lower(*abstract_args)
+                self._lowered.set()
+                self._compiled = lowered.compile()
         except Exception as error:  # noqa: BLE001 (the jitted call reports it)
             log.debug("ahead-of-time compilation failed: %s", error)
+        finally:
+            self._lowered.set()
+
+    def wait_lowered(self) -> None:
+        """Waits until the program is traced and lowered (or the attempt failed): the part
+        of compiling that runs Python and so competes with the caller's Python for the
+        GIL; XLA's compilation, which follows, releases it."""
+        self._lowered.wait()
 
     def wait(self) -> bool:
         """Waits for the background compilation; True if it gave a program."""

@@ -201,6 +201,12 @@ class _Programs:
         if wait is not None:
             wait()
 
+    def wait_lowered(self) -> None:
+        """Waits for a background compilation's tracing and lowering, if one was started."""
+        wait = getattr(self.multi_step, "wait_lowered", None)
+        if wait is not None:
+            wait()
+
 
 class _Loop:
     """The body of one training run: dispatch, log, evaluate, checkpoint."""
@@ -360,6 +366,10 @@ def _train_built(config, workdir, task_cls, placement, run: Run, programs: "_Pro
         changes = {}
         if saved is not None:
             changes = resume.check_changes(saved, config, run.abstract_state.params, workdir)
+        # The host's data set-up (Python-heavy: the vocabulary stream, say) waits for the
+        # step's tracing, which holds the GIL on the way to the first dispatch, and then
+        # overlaps XLA's compilation, which does not.
+        programs.wait_lowered()
         data_it = task.train_iterator()
         state = run.state
         if not resumed and config.train.init_from:
