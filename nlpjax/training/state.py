@@ -59,5 +59,5 @@ def seed_key(seed: int, data: int) -> jax.Array:
     """
     if jax.config.jax_default_prng_impl != "threefry2x32" or not 0 <= seed < 2**31:
         return jax.random.fold_in(jax.random.PRNGKey(seed), data)
-    words = _threefry2x32((0, seed & _MASK), (0, int(data) & _MASK))
+    words = _threefry2x32((0, seed), (0, int(data) & _MASK))
     return jax.device_put(np.array(words, np.uint32))
