@@ -597,7 +597,8 @@ def _freeze_imports() -> None:
     just imported: jax, flax, orbax, the tasks; about 180,000 objects) out of the cyclic
     garbage collector's full collections, which otherwise walk them all each time (a
     word2vec run made two of about 0.1 s each, benchmarks/README.md). Modules live as long
-    as the process; reference counting still frees the rest."""
+    as the process; reference counting still frees the rest, and only cyclic garbage
+    already there at the freeze (little, after imports) is kept for good."""
     global _imports_frozen
     if not _imports_frozen:  # (gc.get_freeze_count walks the frozen objects)
         gc.freeze()

@@ -184,6 +184,30 @@ def test_the_tables_are_filled_on_the_host_like_the_jitted_init_and_sharded():
     assert not np.array_equal(np.asarray(other.state.params["center"]), center)
 
 
+def test_a_host_made_state_unboxes_and_places_the_carry(monkeypatch):
+    """A task with host_init and a carry (carry_leaf-boxed, as the carry contract wants):
+    the state made on the host holds it unboxed, placed like the jitted init's."""
+    from nlpjax.config import ParallelConfig
+    from nlpjax.tasks.base import carry_leaf
+    from nlpjax.tasks.sgns import SGNSTask
+    from nlpjax.training import parallel
+
+    def init_carry(self):
+        return {"h": carry_leaf(np.full((self.config.data.batch_size, 4), 0.5, np.float32))}
+
+    monkeypatch.setattr(SGNSTask, "init_carry", init_carry)
+    placement = parallel.build_placement(ParallelConfig(devices=2, mesh="data:2"))
+    config = api.load_config(TINY, {"data.batch_size": 2})
+    run = api.build_run(config, placement=placement)
+    carry, target = run.state.carry["h"], run.abstract_state.carry["h"]
+    assert (carry.shape, carry.dtype, carry.sharding) == (
+        target.shape,
+        target.dtype,
+        target.sharding,
+    )
+    np.testing.assert_array_equal(np.asarray(carry), np.full((2, 4), 0.5, np.float32))
+
+
 def test_host_tables_of_the_wrong_shape_are_refused_naming_the_table(monkeypatch):
     from nlpjax.tasks.sgns import SGNSTask
 
@@ -194,6 +218,6 @@ def test_host_tables_of_the_wrong_shape_are_refused_naming_the_table(monkeypatch
         return tables | {"context": tables["context"][:, :3]}
 
     monkeypatch.setattr(SGNSTask, "host_init", wrong)
-    wanted = r"host_init gives params\['context'\] as float32\[\d+, 3\]"
+    wanted = r"host \(host_init.* has params\['context'\] as float32\[\d+, 3\]"
     with pytest.raises(ValueError, match=wanted):
         api.build_run(api.load_config(TINY))

@@ -130,8 +130,9 @@ class Task(Protocol):
     def host_init(self, seed: int) -> Params:
         """``init``'s params (unboxed: the same tree, shapes and dtypes) as host arrays
         drawn from ``seed``. The trainer makes the rest of the state around them on the host
-        (``run.host_state``: the optimizer's ``init`` and ``init_carry`` should give host
-        arrays too) and places it with the state's shardings, so no init is compiled."""
+        (``run.host_state``: the optimizer's ``init`` and ``init_carry`` should make numpy
+        arrays too, the carry's inside its ``carry_leaf`` boxes) and places it with the
+        state's shardings, so no init is compiled."""
 
     def global_batch_size(self) -> int:
         """Examples per training step over all hosts (must split over data parallelism)."""

@@ -87,19 +87,27 @@ def build_run(
     return run
 
 
-def host_state(task, tx, seed: int) -> TrainState:
-    """The initial state of a task with ``host_init``, made on the host: its params,
-    ``tx.init`` of them, step 0 and the key ``fold_in(PRNGKey(seed), 1)`` (bitwise what the
-    jitted init makes, test: tests/test_sgns_task.py). The task's ``tx.init`` and
-    ``init_carry`` should give host arrays too: an eager jax op compiles a program."""
-    params = task.host_init(seed)
+def _train_state(task, tx, params, rng, zeros) -> TrainState:
+    """The initial state around ``params`` (boxed as the task makes them): step 0 (from
+    ``zeros``: jnp's in the jitted init, numpy's on the host), ``tx.init`` of the params,
+    ``rng`` and the task's carry. The one assembly of both initialisations."""
     return TrainState(
-        step=np.zeros((), np.int32),
+        step=zeros((), np.int32),
         params=params,
         opt_state=tx.init(params),
-        rng=seed_key(seed, 1),
+        rng=rng,
         carry=task.init_carry(),
     )
+
+
+def host_state(task, tx, seed: int) -> TrainState:
+    """The initial state of a task with ``host_init``, made on the host (unboxed): its
+    params, ``tx.init`` of them, step 0, the key ``fold_in(PRNGKey(seed), 1)`` and the
+    carry; bitwise what the jitted init makes (test: tests/test_sgns_task.py). The task's
+    ``tx.init`` and ``init_carry`` should make numpy arrays too: an eager jax op compiles
+    a program."""
+    state = _train_state(task, tx, task.host_init(seed), seed_key(seed, 1), np.zeros)
+    return nn.meta.unbox(state)
 
 
 def place_host_state(task, state: TrainState, abstract_state) -> TrainState:
@@ -111,7 +119,8 @@ def place_host_state(task, state: TrainState, abstract_state) -> TrainState:
         if value.shape != target.shape or value.dtype != target.dtype:
             name = jax.tree_util.keystr(path).lstrip(".")
             raise ValueError(
-                f"{type(task).__name__}.host_init gives {name} as {value.dtype}"
+                f"{type(task).__name__}'s state made on the host (host_init, the "
+                f"optimizer's init, init_carry) has {name} as {value.dtype}"
                 f"{list(value.shape)}; its init gives {target.dtype}{list(target.shape)}"
             )
         return jax.make_array_from_callback(value.shape, target.sharding, lambda i: value[i])
@@ -137,16 +146,10 @@ def abstract_train_state(task, tx, seed: int, placement: parallel.Placement):
     are laid out like the batch.
     """
 
-    def init_boxed():  # task.init's params keep their logical-axis boxes
+    def init_boxed():  # task.init's params keep their logical-axis boxes (tx.init's mirror them)
         rng = jax.random.PRNGKey(seed)
         params = task.init(rng)["params"]
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=tx.init(params),  # mirrors the params' boxes
-            rng=jax.random.fold_in(rng, 1),
-            carry=task.init_carry(),
-        )
+        return _train_state(task, tx, params, jax.random.fold_in(rng, 1), jnp.zeros)
 
     abstract_boxed = jax.eval_shape(init_boxed)
     check_carry(abstract_boxed.carry, task.global_batch_size())

@@ -55,9 +55,16 @@ def seed_key(seed: int, data: int) -> jax.Array:
     Bitwise jax's key (test: tests/test_train_state.py), without the two small programs
     jax compiles to make it on the device, which a command's first run would otherwise
     compile on its way to the first step. With another default PRNG implementation
-    (``jax_default_prng_impl``) or a seed outside 0 .. 2**31 - 1, jax makes it.
+    (``jax_default_prng_impl``), typed keys (``jax_enable_custom_prng``), a seed outside
+    0 .. 2**31 - 1 or data outside 0 .. 2**32 - 1, jax makes it.
     """
-    if jax.config.jax_default_prng_impl != "threefry2x32" or not 0 <= seed < 2**31:
+    config = jax.config
+    if (
+        config.jax_default_prng_impl != "threefry2x32"
+        or config.jax_enable_custom_prng
+        or not 0 <= seed < 2**31
+        or not 0 <= data < 2**32
+    ):
         return jax.random.fold_in(jax.random.PRNGKey(seed), data)
-    words = _threefry2x32((0, seed), (0, int(data) & _MASK))
+    words = _threefry2x32((0, seed), (0, int(data)))
     return jax.device_put(np.array(words, np.uint32))
