@@ -1,16 +1,8 @@
 """Evaluating params: the task's ``evaluate`` hook, or the default loss average."""
 
-import jax
-
 from nlpjax.tasks.base import make_loss_average
 from nlpjax.training import parallel
 from nlpjax.training.state import seed_key
-
-
-def step_key(seed: int, step: int) -> jax.Array:
-    """The evaluation key at ``step``: ``fold_in(PRNGKey(eval.seed), step)``, made on the
-    host (``state.seed_key``: nothing to compile before the first evaluation)."""
-    return seed_key(seed, step)
 
 
 class Evaluation:
@@ -30,7 +22,7 @@ class Evaluation:
         self.last_metrics: dict = {}
 
     def __call__(self, params, extras: dict) -> dict[str, float]:
-        rng = step_key(self.seed, extras.get("step", 0))
+        rng = seed_key(self.seed, extras.get("step", 0))  # made on the host: nothing compiles
         with self.placement.context():
             if self.hook is not None:
                 return dict(self.hook(params, extras, rng, split=self.split))

@@ -179,6 +179,7 @@ class _Programs:
             masked=True,
             compiler_options=options,
         )
+        self.ahead = None  # the AheadCompiled multi_step, when one was started
         spec = getattr(task, "batch_spec", None)
         if spec is not None and placement.mode == "jit":
             k = min(cfg.train.steps_per_dispatch, cfg.train.steps)  # the first dispatch
@@ -189,7 +190,7 @@ class _Programs:
                 for name, s in spec().items()
             }
 
-            self.multi_step = AheadCompiled(
+            self.multi_step = self.ahead = AheadCompiled(
                 self.multi_step,
                 (run.abstract_state, batches),
                 context=placement.context,  # the mesh and axis rules are per thread
@@ -197,15 +198,13 @@ class _Programs:
 
     def wait(self) -> None:
         """Waits for a background compilation, if one was started."""
-        wait = getattr(self.multi_step, "wait", None)  # an AheadCompiled has one
-        if wait is not None:
-            wait()
+        if self.ahead is not None:
+            self.ahead.wait()
 
     def wait_lowered(self) -> None:
         """Waits for a background compilation's tracing and lowering, if one was started."""
-        wait = getattr(self.multi_step, "wait_lowered", None)
-        if wait is not None:
-            wait()
+        if self.ahead is not None:
+            self.ahead.wait_lowered()
 
 
 class _Loop:
